@@ -1,0 +1,159 @@
+"""Reading and writing LSTMAGAN checkpoint files.
+
+Two kinds of files are written during training:
+
+- ``model.pt``: the generator only, as ``{"state_dict": ..., "generator": kwargs, "format": GENERATOR_FORMAT, ...}``.
+  This is what inference, evaluation and export load (MONAI's ``ckpt_export`` reads it with
+  ``--key_in_ckpt state_dict``). The constructor kwargs (including ``scale``) are stored next to the
+  weights so a checkpoint of another scale or architecture fails with a clear message.
+- full checkpoints ``checkpoint_*.pt`` (MONAI ``CheckpointSaver``) with every state needed to resume.
+
+Every write goes through :func:`atomic_save`: a temporary file in the destination folder followed by
+``os.replace``, so a process killed mid-write never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+__all__ = ["GENERATOR_FORMAT", "atomic_save", "save_generator", "load_generator", "unwrap_module"]
+
+GENERATOR_FORMAT = "monai_lstmagan.generator/1"
+
+
+def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
+    """Return the plain module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
+    while True:
+        if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            module = module.module
+        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, torch.nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> str:
+    """``torch.save`` ``obj`` to ``path`` through a temporary file in the same folder and ``os.replace``.
+
+    Args:
+        obj: anything ``torch.save`` accepts.
+        path: destination file; its folder is created if needed.
+
+    Returns:
+        the destination path as a string.
+
+    Raises:
+        PermissionError / OSError: naming ``path`` when the folder cannot be written.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise type(e)(f"cannot write checkpoint '{path}': folder '{folder}' is not writable ({e}).") from e
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        if os.path.exists(tmp_path):
+            os.remove(tmp_path)
+        raise
+    return path
+
+
+def save_generator(
+    path: str | os.PathLike,
+    generator: torch.nn.Module,
+    generator_kwargs: Mapping[str, Any],
+    extra: Mapping[str, Any] | None = None,
+) -> str:
+    """Write the generator-only checkpoint ``model.pt`` atomically.
+
+    Args:
+        path: destination file, e.g. ``output_dir/model.pt``.
+        generator: the generator (wrappers such as DDP are removed); its weights are copied to CPU.
+        generator_kwargs: the ``LSTMAGANGenerator`` constructor kwargs, must include ``scale``.
+        extra: further entries stored at the top level (e.g. ``{"epoch": 3, "psnr": 31.2}``);
+            they cannot replace the reserved keys ``state_dict``, ``generator``, ``format``.
+
+    Returns:
+        the destination path as a string.
+    """
+    kwargs = dict(generator_kwargs)
+    if "scale" not in kwargs:
+        raise ValueError("save_generator: generator_kwargs must contain 'scale' so a checkpoint records its scale.")
+    extra = dict(extra or {})
+    reserved = {"state_dict", "generator", "format"} & set(extra)
+    if reserved:
+        raise ValueError(f"save_generator: extra may not contain the reserved keys {sorted(reserved)}.")
+    state = {k: v.detach().cpu() for k, v in unwrap_module(generator).state_dict().items()}
+    return atomic_save({"state_dict": state, "generator": kwargs, "format": GENERATOR_FORMAT, **extra}, path)
+
+
+def load_generator(
+    path: str | os.PathLike, expected_scale: int | None = None, map_location: str | torch.device = "cpu"
+) -> tuple[torch.nn.Module, dict]:
+    """Rebuild an ``LSTMAGANGenerator`` from a ``model.pt`` written by :func:`save_generator`.
+
+    Args:
+        path: the checkpoint file.
+        expected_scale: when given, the checkpoint's scale must equal it.
+        map_location: where to load the tensors (the returned generator lives there too).
+
+    Returns:
+        ``(generator, checkpoint)``: the generator in eval mode and the whole checkpoint dict
+        (``checkpoint["generator"]`` holds the constructor kwargs).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is unreadable, is not a generator checkpoint, has another scale, or its
+            weights do not fit the recorded architecture. Every message names the file.
+    """
+    from monai_lstmagan.networks import LSTMAGANGenerator  # late import: networks are optional for saving
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"generator checkpoint '{path}' does not exist.")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:
+        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {e}") from e
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != GENERATOR_FORMAT:
+        found = ckpt.get("format") if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        hint = ""
+        if isinstance(ckpt, Mapping) and {"network", "trainer"} <= set(ckpt):
+            hint = " It looks like a full training checkpoint: load 'model.pt' from the same folder instead."
+        raise ValueError(
+            f"'{path}' is not an LSTMAGAN generator checkpoint (expected format '{GENERATOR_FORMAT}', "
+            f"found {found!r}).{hint}"
+        )
+    if not isinstance(ckpt.get("generator"), Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+        raise ValueError(f"generator checkpoint '{path}' lacks the 'generator' kwargs or the 'state_dict'.")
+    kwargs = dict(ckpt["generator"])
+    scale = kwargs.get("scale")
+    if expected_scale is not None and scale != expected_scale:
+        raise ValueError(
+            f"generator checkpoint '{path}' was trained for x{scale} super-resolution, but x{expected_scale} "
+            "was requested: use a checkpoint of that scale or change the scale."
+        )
+    try:
+        generator = LSTMAGANGenerator(**kwargs)
+    except TypeError as e:
+        raise ValueError(f"generator checkpoint '{path}' records unknown generator arguments {kwargs}: {e}") from e
+    try:
+        generator.load_state_dict(ckpt["state_dict"], strict=True)
+    except RuntimeError as e:
+        raise ValueError(
+            f"generator checkpoint '{path}': weights do not match the recorded architecture {kwargs}: {e}"
+        ) from e
+    generator.to(map_location).eval()
+    return generator, dict(ckpt)
