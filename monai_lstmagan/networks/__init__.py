@@ -1,0 +1,25 @@
+"""LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features, presets.
+
+Parameter/FLOP counting lives in :mod:`monai_lstmagan.networks.complexity` (also a ``python -m`` script).
+"""
+
+from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
+from monai_lstmagan.networks.discriminators import ConvDiscriminator, LSTMDiscriminator
+from monai_lstmagan.networks.generator import SUPPORTED_SCALES, LSTMAGANGenerator
+from monai_lstmagan.networks.presets import ablation_preset, build_discriminator
+from monai_lstmagan.networks.vgg import VGG19_IMAGENET_URL, VGG19_LAYERS, VGG19Features
+
+__all__ = [
+    "ADCBlock",
+    "AttentionGate",
+    "DenseBlock",
+    "LSTMAGANGenerator",
+    "SUPPORTED_SCALES",
+    "LSTMDiscriminator",
+    "ConvDiscriminator",
+    "VGG19Features",
+    "VGG19_LAYERS",
+    "VGG19_IMAGENET_URL",
+    "ablation_preset",
+    "build_discriminator",
+]

@@ -1,0 +1,178 @@
+"""Discriminators / critics on HR slice sequences ``[B, T, 1, H, W]``: LSTM over slices, and SRGAN-style conv."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "NORMS"]
+
+NORMS = ("none", "instance", "layer", "batch")
+
+
+def _check_sequence(x: torch.Tensor, name: str) -> None:
+    if x.dim() != 5 or x.shape[2] != 1:
+        raise ValueError(f"{name} expects slice sequences [B, T, 1, H, W], got shape {list(x.shape)}.")
+
+
+def _norm(norm: str, channels: int) -> nn.Module:
+    if norm == "none":
+        return nn.Identity()
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    if norm == "layer":
+        return nn.GroupNorm(1, channels)
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    raise ValueError(f"norm must be one of {NORMS}, got {norm!r}.")
+
+
+class LSTMDiscriminator(nn.Module):
+    """LSTM discriminator / critic over a sequence of consecutive axial slices.
+
+    ``variant="encoder"`` (default, recommended): every slice goes through the same small conv encoder
+    (3x3 stem conv, then a 4x4 stride-2 conv per entry of ``encoder_channels``, LeakyReLU(0.2), no
+    normalisation layers, global average pooling), the LSTM runs over the ``T`` slice features, a linear
+    layer scores every time step and the scores are averaged over the sequence.
+
+    ``variant="literal"``: the paper's literal form: each slice is flattened to a vector of
+    ``H * W`` values and fed to the LSTM with time_step = 1 (``input_size = H * W``), so the LSTM sees
+    each slice on its own; a linear layer scores each slice and the scores are averaged over the
+    sequence. It needs ``image_size`` and has ``4 * hidden_size * (H * W + hidden_size)`` LSTM weights.
+    With one time step from a zero state the recurrent weights ``W_hh`` have no effect (zero gradient): the
+    LSTM acts as a gated one-layer MLP per slice and no information flows between slices. It is kept for
+    fidelity to the paper's text; ``"encoder"`` is the variant that models the slice sequence.
+    ``encoder_channels`` is not used by this variant.
+
+    There is no BatchNorm anywhere, so the module is a valid WGAN-GP critic.
+
+    Args:
+        num_slices: sequence length ``T`` the discriminator is built for; other lengths are refused.
+        encoder_channels: output channels of the stride-2 encoder convs ("encoder" variant).
+        hidden_size: LSTM hidden size.
+        variant: ``"encoder"`` or ``"literal"``.
+        image_size: ``(H, W)`` (or one int for square slices) of the HR slices; required for ``"literal"``.
+        sigmoid: return ``sigmoid(score)`` (a probability, plain GAN only). Default ``False`` returns the
+            raw score: the logit for :class:`~monai_lstmagan.losses.GANObjective` (which then applies the
+            sigmoid inside BCE-with-logits) and the critic value for WGAN-GP.
+
+    Shapes:
+        ``[B, T, 1, H, W] -> [B]``.
+    """
+
+    def __init__(
+        self,
+        num_slices: int = 16,
+        encoder_channels: Sequence[int] = (32, 64, 128, 256),
+        hidden_size: int = 256,
+        variant: str = "encoder",
+        image_size: int | Sequence[int] | None = None,
+        sigmoid: bool = False,
+    ) -> None:
+        super().__init__()
+        if num_slices < 1:
+            raise ValueError(f"LSTMDiscriminator: num_slices must be >= 1, got {num_slices}.")
+        self.num_slices = num_slices
+        self.variant = variant
+        self.sigmoid = sigmoid
+        self.image_size: tuple[int, int] | None = None
+        if variant == "encoder":
+            if len(encoder_channels) < 1:
+                raise ValueError("LSTMDiscriminator: encoder_channels must not be empty.")
+            layers: list[nn.Module] = [nn.Conv2d(1, encoder_channels[0], 3, padding=1), nn.LeakyReLU(0.2)]
+            previous = encoder_channels[0]
+            for channels in encoder_channels:
+                layers += [nn.Conv2d(previous, channels, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+                previous = channels
+            layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+            self.encoder: nn.Module = nn.Sequential(*layers)
+            input_size = previous
+        elif variant == "literal":
+            if image_size is None:
+                raise ValueError('LSTMDiscriminator(variant="literal") needs image_size=(H, W) of the HR slices.')
+            size = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            if len(size) != 2:
+                raise ValueError(f"LSTMDiscriminator: image_size must be (H, W), got {image_size}.")
+            self.image_size = (int(size[0]), int(size[1]))
+            self.encoder = nn.Flatten()
+            input_size = self.image_size[0] * self.image_size[1]
+        else:
+            raise ValueError(f'LSTMDiscriminator: variant must be "encoder" or "literal", got {variant!r}.')
+        self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
+        self.score = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_sequence(x, "LSTMDiscriminator")
+        batch, steps = x.shape[0], x.shape[1]
+        if steps != self.num_slices:
+            raise ValueError(f"LSTMDiscriminator was built for num_slices={self.num_slices}, got T={steps}.")
+        if self.image_size is not None and tuple(x.shape[-2:]) != self.image_size:
+            raise ValueError(
+                f'LSTMDiscriminator(variant="literal") was built for {self.image_size} slices, got {tuple(x.shape[-2:])}.'
+            )
+        features = self.encoder(x.flatten(0, 1))  # [B*T, F]
+        if self.variant == "literal":
+            hidden, _ = self.lstm(features.unsqueeze(1))  # every slice is a sequence of one step
+        else:
+            hidden, _ = self.lstm(features.reshape(batch, steps, -1))  # [B, T, hidden]
+        scores = self.score(hidden.reshape(batch, steps, -1)).mean(dim=(1, 2))
+        return torch.sigmoid(scores) if self.sigmoid else scores
+
+
+class ConvDiscriminator(nn.Module):
+    """SRGAN-style strided conv discriminator / critic applied to every slice, scores averaged over slices.
+
+    3x3 conv + LeakyReLU(0.2), then per entry ``c`` of ``channels`` a 3x3 conv to ``c`` (skipped for the
+    first entry, as in SRGAN's k3n64s1 / k3n64s2 start) and a 3x3 stride-2 conv, each followed by ``norm``
+    and LeakyReLU(0.2); global average pooling (any slice size), Linear(``fc_features``), LeakyReLU,
+    Linear(1).
+
+    Args:
+        channels: conv widths per stride-2 stage (SRGAN: 64, 128, 256, 512).
+        fc_features: width of the hidden linear layer (SRGAN: 1024).
+        norm: ``"none"`` (default), ``"instance"``, ``"layer"`` (GroupNorm with one group) or ``"batch"``.
+            BatchNorm is SRGAN's choice for the plain GAN but invalid for a WGAN-GP critic (the penalty
+            assumes each sample's score depends on that sample only); :class:`~monai_lstmagan.losses.WGANGPObjective`
+            refuses it.
+        sigmoid: return ``sigmoid(score)`` instead of the raw score (see :class:`LSTMDiscriminator`).
+
+    Shapes:
+        ``[B, T, 1, H, W] -> [B]``.
+    """
+
+    def __init__(
+        self,
+        channels: Sequence[int] = (64, 128, 256, 512),
+        fc_features: int = 1024,
+        norm: str = "none",
+        sigmoid: bool = False,
+    ) -> None:
+        super().__init__()
+        if len(channels) < 1:
+            raise ValueError("ConvDiscriminator: channels must not be empty.")
+        if norm not in NORMS:
+            raise ValueError(f"ConvDiscriminator: norm must be one of {NORMS}, got {norm!r}.")
+        self.sigmoid = sigmoid
+        layers: list[nn.Module] = [nn.Conv2d(1, channels[0], 3, padding=1), nn.LeakyReLU(0.2)]
+        previous = channels[0]
+        for index, width in enumerate(channels):
+            if index > 0:
+                layers += [nn.Conv2d(previous, width, 3, padding=1), _norm(norm, width), nn.LeakyReLU(0.2)]
+            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), _norm(norm, width), nn.LeakyReLU(0.2)]
+            previous = width
+        layers += [
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(previous, fc_features),
+            nn.LeakyReLU(0.2),
+            nn.Linear(fc_features, 1),
+        ]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _check_sequence(x, "ConvDiscriminator")
+        batch, steps = x.shape[0], x.shape[1]
+        scores = self.net(x.flatten(0, 1)).reshape(batch, steps).mean(dim=1)
+        return torch.sigmoid(scores) if self.sigmoid else scores

@@ -1,0 +1,261 @@
+"""Tests of the LSTMAGAN networks: shapes, gradient flow, attention gate, critic rules, TorchScript, VGG, presets."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+import torch
+from torch import nn
+
+from monai_lstmagan.networks import (
+    ADCBlock,
+    AttentionGate,
+    ConvDiscriminator,
+    DenseBlock,
+    LSTMAGANGenerator,
+    LSTMDiscriminator,
+    VGG19Features,
+    VGG19_LAYERS,
+    ablation_preset,
+    build_discriminator,
+)
+from monai_lstmagan.networks.complexity import count_flops, count_parameters, generator_complexity_table
+
+TINY_G = {"num_blocks": 2, "channels": 8, "dense_layers": 2, "growth": 4}
+TINY_LSTM_D = {"num_slices": 4, "encoder_channels": (8, 16), "hidden_size": 16}
+TINY_CONV_D = {"channels": (8, 16), "fc_features": 16}
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _assert_all_parameters_get_gradient(module: nn.Module, unused: tuple[str, ...] = ()) -> None:
+    for name, parameter in module.named_parameters():
+        if name in unused:
+            assert parameter.grad is None or parameter.grad.abs().sum() == 0, f"{name} was expected to be unused"
+            continue
+        assert parameter.grad is not None, f"{name} got no gradient"
+        assert torch.isfinite(parameter.grad).all(), f"{name} has a non-finite gradient"
+        assert parameter.grad.abs().sum() > 0, f"{name} has an all-zero gradient"
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_generator_output_shape_for_each_scale(scale):
+    generator = LSTMAGANGenerator(scale=scale, **TINY_G)
+    assert generator(torch.rand(2, 1, 6, 10)).shape == (2, 1, 6 * scale, 10 * scale)
+
+
+def test_generator_odd_sizes_and_sequences():
+    generator = LSTMAGANGenerator(scale=2, **TINY_G).eval()
+    assert generator(torch.rand(1, 1, 20, 28)).shape == (1, 1, 40, 56)
+    assert generator(torch.rand(1, 1, 7, 13)).shape == (1, 1, 14, 26)
+    sequence = torch.rand(2, 3, 1, 20, 28)
+    out = generator(sequence)
+    assert out.shape == (2, 3, 1, 40, 56)
+    # folding into the batch super-resolves each slice on its own (eval mode: no batch statistics)
+    torch.testing.assert_close(out[1, 2], generator(sequence[1, 2:3, :])[0])
+
+
+def test_generator_rejects_bad_input():
+    generator = LSTMAGANGenerator(scale=2, **TINY_G)
+    with pytest.raises(ValueError, match="one-channel"):
+        generator(torch.rand(1, 3, 8, 8))
+    with pytest.raises(ValueError, match="scale"):
+        LSTMAGANGenerator(scale=3)
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_generator_gradients_reach_every_parameter(attention):
+    generator = LSTMAGANGenerator(scale=2, attention=attention, **TINY_G)
+    generator(torch.rand(2, 1, 8, 8)).square().mean().backward()
+    _assert_all_parameters_get_gradient(generator)
+
+
+def test_attention_flag_changes_the_blocks():
+    with_gates = LSTMAGANGenerator(scale=2, attention=True, **TINY_G)
+    without = LSTMAGANGenerator(scale=2, attention=False, **TINY_G)
+    assert sum(isinstance(m, AttentionGate) for m in with_gates.modules()) == TINY_G["num_blocks"]
+    assert not any(isinstance(m, AttentionGate) for m in without.modules())
+    assert count_parameters(with_gates) > count_parameters(without)
+
+
+def test_attention_gate_output_is_alpha_times_p():
+    gate = AttentionGate(6)
+    p, g = torch.randn(2, 6, 5, 7), torch.randn(2, 6, 5, 7)
+    # eqs. 3-4 recomputed from the gate's own weights
+    q = nn.functional.conv2d(
+        torch.relu(
+            nn.functional.conv2d(p, gate.w_p.weight) + nn.functional.conv2d(g, gate.w_g.weight, gate.w_g.bias)
+        ),
+        gate.psi.weight,
+        gate.psi.bias,
+    )
+    alpha = torch.sigmoid(q)
+    assert alpha.shape == (2, 1, 5, 7)
+    assert ((alpha > 0) & (alpha < 1)).all()
+    assert alpha.std() > 0  # the coefficients depend on P and G, not a constant
+    torch.testing.assert_close(gate.coefficients(p, g), alpha)
+    torch.testing.assert_close(gate(p, g), alpha * p)
+
+
+def test_adc_block_combines_gated_input_and_scaled_dense_output():
+    block = ADCBlock(6, dense_layers=2, growth=3, beta=0.2, attention=True)
+    x = torch.randn(1, 6, 5, 5)
+    g = 0.2 * block.dense(x)
+    assert block.gate is not None
+    torch.testing.assert_close(block(x), block.gate.coefficients(x, g) * x + g)
+    plain = ADCBlock(6, dense_layers=2, growth=3, beta=0.2, attention=False)
+    torch.testing.assert_close(plain(x), x + 0.2 * plain.dense(x))
+
+
+def test_dense_block_is_densely_connected():
+    block = DenseBlock(4, num_layers=3, growth=2)
+    assert [layer[0].in_channels for layer in block.layers] == [4, 6, 8]
+    assert block.fusion.in_channels == 10 and block.fusion.out_channels == 4
+    assert block(torch.rand(1, 4, 6, 6)).shape == (1, 4, 6, 6)
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_generator_torchscript_matches_eager():
+    generator = LSTMAGANGenerator(scale=4, **TINY_G).eval()
+    scripted = torch.jit.script(generator)
+    for shape in [(2, 1, 6, 10), (1, 2, 1, 5, 7)]:
+        x = torch.rand(shape)
+        torch.testing.assert_close(scripted(x), generator(x))
+    with pytest.raises(Exception, match="one-channel"):
+        scripted(torch.rand(1, 2, 5, 5))
+
+
+@pytest.mark.parametrize(
+    "discriminator",
+    [
+        LSTMDiscriminator(**TINY_LSTM_D),
+        LSTMDiscriminator(num_slices=4, hidden_size=8, variant="literal", image_size=(16, 12)),
+        ConvDiscriminator(**TINY_CONV_D),
+        ConvDiscriminator(norm="layer", **TINY_CONV_D),
+    ],
+    ids=["lstm", "lstm-literal", "conv", "conv-layernorm"],
+)
+def test_discriminator_shapes_gradients_and_no_batchnorm(discriminator):
+    x = torch.rand(3, 4, 1, 16, 12)
+    scores = discriminator(x)
+    assert scores.shape == (3,)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules())
+    scores.square().sum().backward()
+    # paper-literal LSTM: one time step from h_0 = 0, so the recurrent weights W_hh cannot matter
+    literal = getattr(discriminator, "variant", "") == "literal"
+    _assert_all_parameters_get_gradient(discriminator, unused=("lstm.weight_hh_l0",) if literal else ())
+
+
+def test_discriminator_scores_are_raw_unless_sigmoid():
+    x = torch.rand(2, 4, 1, 16, 16)
+    raw = LSTMDiscriminator(**TINY_LSTM_D)
+    prob = LSTMDiscriminator(sigmoid=True, **TINY_LSTM_D)
+    prob.load_state_dict(raw.state_dict())
+    torch.testing.assert_close(prob(x), torch.sigmoid(raw(x)))
+    conv = ConvDiscriminator(**TINY_CONV_D)
+    with torch.no_grad():
+        conv.net[-1].bias.fill_(5.0)  # raw scores are not squashed into (0, 1)
+    assert (conv(x) > 1).all()
+
+
+def test_lstm_discriminator_uses_the_slice_order():
+    discriminator = LSTMDiscriminator(**TINY_LSTM_D)
+    x = torch.rand(1, 4, 1, 16, 16)
+    # an LSTM over slices is sensitive to their order, unlike a per-slice average
+    assert not torch.allclose(discriminator(x), discriminator(x.flip(1)))
+    conv = ConvDiscriminator(**TINY_CONV_D)
+    torch.testing.assert_close(conv(x), conv(x.flip(1)))
+
+
+def test_discriminator_input_checks():
+    with pytest.raises(ValueError, match="num_slices=4"):
+        LSTMDiscriminator(**TINY_LSTM_D)(torch.rand(1, 5, 1, 16, 16))
+    with pytest.raises(ValueError, match=r"\[B, T, 1, H, W\]"):
+        ConvDiscriminator(**TINY_CONV_D)(torch.rand(4, 1, 16, 16))
+    with pytest.raises(ValueError, match="image_size"):
+        LSTMDiscriminator(num_slices=4, variant="literal")
+    literal = LSTMDiscriminator(num_slices=4, hidden_size=8, variant="literal", image_size=16)
+    with pytest.raises(ValueError, match="16, 16"):
+        literal(torch.rand(1, 4, 1, 8, 8))
+    with pytest.raises(ValueError, match="norm"):
+        ConvDiscriminator(norm="weird")
+    assert any(isinstance(m, nn.BatchNorm2d) for m in ConvDiscriminator(norm="batch").modules())
+
+
+def test_vgg_layer_names_follow_torchvision_indices():
+    assert len(VGG19_LAYERS) == 37
+    assert VGG19_LAYERS[0] == "conv1_1" and VGG19_LAYERS[4] == "pool1"
+    assert VGG19_LAYERS.index("conv5_4") == 34 and VGG19_LAYERS.index("relu5_4") == 35
+    vgg = VGG19Features(layer="relu2_1")
+    assert isinstance(vgg.features[5], nn.Conv2d) and isinstance(vgg.features[6], nn.ReLU)
+    assert len(vgg.features) == 7
+
+
+def test_vgg_random_weights_warn_and_features_are_frozen(caplog):
+    with caplog.at_level(logging.WARNING):
+        vgg = VGG19Features(layer="relu2_2", weights=None)
+    assert "RANDOM" in caplog.text
+    assert not any(p.requires_grad for p in vgg.parameters())
+    nn.Sequential(vgg).train()
+    assert not vgg.training
+    x = torch.rand(2, 1, 16, 16, requires_grad=True)
+    out = vgg(x)
+    assert out.shape == (2, 128, 8, 8)
+    out.mean().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_vgg_loads_a_local_torchvision_state_dict(tmp_path):
+    full = VGG19Features(layer="relu5_4")
+    state = {f"features.{key}": value for key, value in full.features.state_dict().items()}
+    state["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision files also carry the classifier
+    path = tmp_path / "vgg19.pth"
+    torch.save(state, path)
+    loaded = VGG19Features(layer="conv3_1", weights=str(path))
+    torch.testing.assert_close(loaded.features[10].weight, state["features.10.weight"])
+    torch.testing.assert_close(loaded.features[0].bias, state["features.0.bias"])
+    x = torch.rand(1, 1, 16, 16)
+    torch.testing.assert_close(loaded(x), full.features[:11]((x.expand(-1, 3, -1, -1) - full.mean) / full.std))
+
+    torch.save({"conv.weight": torch.zeros(1)}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="other.pth"):
+        VGG19Features(layer="conv1_1", weights=str(tmp_path / "other.pth"))
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
+        VGG19Features(layer="conv1_1", weights=str(tmp_path / "missing.pth"))
+    with pytest.raises(ValueError, match="unknown layer"):
+        VGG19Features(layer="relu6_1")
+
+
+def test_ablation_presets():
+    model1, model4 = ablation_preset("model1"), ablation_preset("model4")
+    assert model1["generator"] == {"attention": False} and model1["discriminator"] == "conv"
+    assert ablation_preset("model2")["discriminator"] == "lstm"
+    assert ablation_preset("model3")["generator"]["attention"] and ablation_preset("model3")["discriminator"] == "conv"
+    assert model4["generator"]["attention"] and model4["discriminator"] == "lstm" and model4["adversarial"]
+    mse = ablation_preset("mse_only")
+    assert not mse["adversarial"] and mse["discriminator"] is None and mse["loss"]["adversarial_weight"] == 0
+    model4["generator"]["attention"] = False  # returned dicts are copies
+    assert ablation_preset("model4")["generator"]["attention"]
+    assert isinstance(build_discriminator("lstm", **TINY_LSTM_D), LSTMDiscriminator)
+    assert isinstance(build_discriminator("conv", num_slices=4, **TINY_CONV_D), ConvDiscriminator)
+    with pytest.raises(ValueError, match="model5"):
+        ablation_preset("model5")
+
+
+def test_count_flops_matches_hand_count():
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 5 * 6, 7))
+    assert count_flops(conv, (2, 1, 5, 6)) == 2 * (2 * 4 * 5 * 6 * 9) + 2 * (2 * 7 * 120)
+    lstm = LSTMDiscriminator(num_slices=3, hidden_size=5, variant="literal", image_size=(2, 2))
+    assert count_flops(lstm, (1, 3, 1, 2, 2)) == 3 * 2 * 4 * 5 * (4 + 5) + 3 * 2 * 5
+    assert count_parameters(conv) == 4 * 9 + 4 + 120 * 7 + 7
+
+
+def test_generator_flops_scale_with_input_area():
+    generator = LSTMAGANGenerator(scale=2, **TINY_G)
+    assert count_flops(generator, (1, 1, 8, 16)) == 2 * count_flops(generator, (1, 1, 8, 8))
+    table = generator_complexity_table(configs=[("tiny", TINY_G)], scales=(2,), input_size=8)
+    assert "| tiny | x2 |" in table
