@@ -1,0 +1,316 @@
+"""Adversarial super-resolution training as a MONAI ``SupervisedTrainer``.
+
+:class:`AdversarialTrainer` keeps the generator G as ``network`` (so MONAI's inferer, validation,
+checkpoint and export machinery work unchanged) and adds a discriminator (critic) D with its own
+optimizer. One ``_iteration`` on a batch ``{"lr": [B, T, 1, h, w], "hr": [B, T, 1, H, W]}``:
+
+1. G forward on the folded slices: ``sr = G(lr)`` ``[B, T, 1, H, W]``.
+2. unless in warm-up: ``n_critic`` D steps on ``(hr, sr.detach())`` with the adversarial
+   objective's D loss (GAN or WGAN-GP), G untouched;
+3. one G step with ``HybridLoss(sr, hr, adversarial)`` where the adversarial term is the objective's
+   G loss through D (D's weights frozen), multiplied by a linear ramp; during the first
+   ``warmup_iterations`` the G loss is the pixel MSE only (SRResNet pretraining) and D is untouched.
+
+Every optimizer step happens inside ``_iteration``. MONAI's iteration events are fired as in
+``SupervisedTrainer`` (FORWARD_COMPLETED, LOSS_COMPLETED, BACKWARD_COMPLETED, MODEL_COMPLETED) and
+the D step fires MONAI's ``AdversarialIterationEvents.DISCRIMINATOR_*`` events; handlers attached to
+the LOSS events see the losses before the corresponding backward/step.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import nullcontext
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.engines.workflow import Workflow
+from monai.inferers import Inferer
+from monai.utils import AdversarialIterationEvents
+from monai.utils.enums import CommonKeys as Keys
+from torch.optim import Optimizer
+from torch.utils.data import DataLoader
+
+from monai_lstmagan.checkpoints import unwrap_module
+
+__all__ = ["AdversarialTrainer", "SliceStackInferer", "prepare_sr_batch", "loss_values", "LOSS_KEYS"]
+
+#: the scalar entries of the trainer output, in the column order of ``iterations.csv``.
+LOSS_KEYS = ("loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy")
+
+
+def prepare_sr_batch(
+    batchdata: dict[str, torch.Tensor], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``prepare_batch`` for MONAI engines: ``(lr, hr)`` as plain tensors on ``device``.
+
+    Args:
+        batchdata: a collated batch with "lr" ``[B, T, 1, h, w]`` and "hr" ``[B, T, 1, H, W]``.
+        device, non_blocking, kwargs: passed to ``Tensor.to``.
+    """
+    for key in ("lr", "hr"):
+        if key not in batchdata:
+            raise KeyError(f"training/validation batch has no '{key}' entry (found {sorted(batchdata)}).")
+    lr, hr = (torch.as_tensor(batchdata[k]) for k in ("lr", "hr"))  # drop MetaTensor: faster and no meta in G
+    return (
+        lr.as_subclass(torch.Tensor).to(device=device, non_blocking=non_blocking, **kwargs),
+        hr.as_subclass(torch.Tensor).to(device=device, non_blocking=non_blocking, **kwargs),
+    )
+
+
+def loss_values(output: Any) -> dict[str, float]:
+    """``output_transform`` for StatsHandler / TensorBoardStatsHandler: the scalar losses of the trainer output.
+
+    Returns ``{name: float}`` for the entries of :data:`LOSS_KEYS` present in ``output`` (the D entries
+    are absent during warm-up), plus ``adversarial_scale``.
+    """
+    if isinstance(output, list):  # decollated output: every item holds the same scalars
+        output = output[0]
+    values = {}
+    for key in (*LOSS_KEYS, "adversarial_scale"):
+        if key in output and output[key] is not None:
+            value = output[key]
+            values[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
+    return values
+
+
+class SliceStackInferer(Inferer):
+    """Run a 2D network over a stack of slices in chunks, for whole-volume validation.
+
+    Args:
+        slice_batch_size: number of slices per forward pass (bounds the memory).
+
+    ``inputs`` ``[B, T, C, h, w]`` (or ``[N, C, h, w]``) -> network output for every slice, with the
+    same leading dims: ``[B, T, C', H, W]`` (or ``[N, C', H, W]``).
+    """
+
+    def __init__(self, slice_batch_size: int = 8) -> None:
+        super().__init__()
+        if slice_batch_size < 1:
+            raise ValueError(f"slice_batch_size must be >= 1, got {slice_batch_size}.")
+        self.slice_batch_size = slice_batch_size
+
+    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
+        if inputs.ndim not in (4, 5):
+            raise ValueError(f"SliceStackInferer expects [N, C, h, w] or [B, T, C, h, w], got {tuple(inputs.shape)}.")
+        lead = inputs.shape[:-3]
+        slices = inputs.reshape(-1, *inputs.shape[-3:])
+        outputs = torch.cat([network(chunk, *args, **kwargs) for chunk in slices.split(self.slice_batch_size)])
+        return outputs.reshape(*lead, *outputs.shape[1:])
+
+
+class AdversarialTrainer(SupervisedTrainer):
+    """Super-resolution GAN trainer: ``n_critic`` discriminator steps, then one generator step, per iteration.
+
+    Args:
+        device: where to train.
+        max_epochs: number of epochs.
+        train_data_loader: yields ``{"lr": [B, T, 1, h, w], "hr": [B, T, 1, H, W]}``.
+        network: the generator G (``[B, T, 1, h, w] -> [B, T, 1, H, W]``); may be wrapped in DDP.
+        optimizer: G's optimizer.
+        loss_function: ``monai_lstmagan.losses.HybridLoss``; called as ``loss_function(sr, hr, adversarial)``
+            and returning a dict with "loss", "mse", "perceptual", "adversarial".
+        d_network: the discriminator / critic D (``[B, T, 1, H, W] -> [B]``); may be wrapped in DDP.
+        d_optimizer: D's optimizer.
+        objective: ``GANObjective`` or ``WGANGPObjective`` (``discriminator_loss(D, real, fake)`` -> dict with
+            "loss", "d_real", "d_fake", "gradient_penalty", "accuracy"; ``generator_loss(D, fake)`` -> scalar).
+        n_critic: D steps per G step (they share the iteration's batch and the detached ``sr``).
+        warmup_iterations: the first iterations train G with the pixel MSE only; D is not touched.
+        adversarial_ramp_iterations: after the warm-up the adversarial term is multiplied by a factor that
+            grows linearly from ``1 / ramp`` to 1 over this many iterations (0: full weight at once).
+        epoch_length: iterations per epoch, default ``len(train_data_loader)``.
+        amp: mixed precision on CUDA (ignored with a warning on other devices).
+        amp_dtype: "float16" (two GradScalers, one per optimizer) or "bfloat16" (no scaling).
+        Other arguments are those of ``monai.engines.SupervisedTrainer``; the output stays a dict
+        (no decollation), so ``postprocessing`` is not offered.
+
+    ``engine.state.output`` after an iteration: "image" (lr), "label" (hr), "pred" (sr, detached), the
+    scalar G losses "loss", "mse", "perceptual", "adversarial", "adversarial_scale", and after the
+    warm-up the D statistics of the last critic step "d_loss", "gradient_penalty", "d_real", "d_fake",
+    "d_accuracy" (detached 0-dim tensors; see :func:`loss_values`).
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable | DataLoader,
+        network: torch.nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable[..., dict[str, torch.Tensor]],
+        d_network: torch.nn.Module,
+        d_optimizer: Optimizer,
+        objective: Any,
+        n_critic: int = 1,
+        warmup_iterations: int = 0,
+        adversarial_ramp_iterations: int = 0,
+        epoch_length: int | None = None,
+        non_blocking: bool = False,
+        prepare_batch: Callable = prepare_sr_batch,
+        inferer: Inferer | None = None,
+        key_train_metric: dict | None = None,
+        additional_metrics: dict | None = None,
+        train_handlers: Sequence | None = None,
+        amp: bool = False,
+        amp_dtype: str = "float16",
+        optim_set_to_none: bool = True,
+        compile: bool = False,
+        compile_kwargs: dict | None = None,
+        to_kwargs: dict | None = None,
+    ) -> None:
+        if n_critic < 1:
+            raise ValueError(f"n_critic must be >= 1, got {n_critic}.")
+        if warmup_iterations < 0 or adversarial_ramp_iterations < 0:
+            raise ValueError("warmup_iterations and adversarial_ramp_iterations must be >= 0.")
+        if amp_dtype not in ("float16", "bfloat16"):
+            raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}.")
+        device = torch.device(device)
+        if amp and device.type != "cuda":
+            warnings.warn(f"AMP is only used on CUDA; training on '{device}' runs in float32.", stacklevel=2)
+            amp = False
+        super().__init__(
+            device=device,
+            max_epochs=max_epochs,
+            train_data_loader=train_data_loader,
+            network=network,
+            optimizer=optimizer,
+            loss_function=loss_function,
+            epoch_length=epoch_length,
+            non_blocking=non_blocking,
+            prepare_batch=prepare_batch,
+            inferer=inferer,
+            key_train_metric=key_train_metric,
+            additional_metrics=additional_metrics,
+            train_handlers=None,  # attached below, once the D attributes exist
+            amp=amp,
+            event_names=[AdversarialIterationEvents],
+            decollate=False,
+            optim_set_to_none=optim_set_to_none,
+            to_kwargs=to_kwargs,
+            amp_kwargs={"dtype": torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16},
+            compile=compile,
+            compile_kwargs=compile_kwargs,
+        )
+        self.d_network = d_network
+        self.d_optimizer = d_optimizer
+        self.objective = objective
+        self.n_critic = n_critic
+        self.warmup_iterations = warmup_iterations
+        self.adversarial_ramp_iterations = adversarial_ramp_iterations
+        scaling = amp and amp_dtype == "float16"
+        self.g_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
+        self.d_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
+        if train_handlers is not None:
+            self._register_handlers(train_handlers)
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run training; unlike ``Trainer.run`` the GradScalers persist, so their state can be resumed."""
+        Workflow.run(self)
+
+    def adversarial_scale(self, iteration: int) -> float:
+        """Factor of the adversarial term at a 1-based ``iteration``: 0 during warm-up, then a linear ramp to 1."""
+        adversarial_iteration = iteration - self.warmup_iterations
+        if adversarial_iteration <= 0:
+            return 0.0
+        if self.adversarial_ramp_iterations == 0:
+            return 1.0
+        return min(1.0, adversarial_iteration / self.adversarial_ramp_iterations)
+
+    def _autocast(self):
+        if not self.amp:
+            return nullcontext()
+        return torch.autocast(device_type=self.state.device.type, **self.amp_kwargs)
+
+    def _discriminator_step(self, engine: AdversarialTrainer, real: torch.Tensor, fake: torch.Tensor) -> None:
+        """One D step on ``(real, fake)``; ``fake`` is detached. Stores the D statistics in ``engine.state.output``."""
+        engine.d_network.train()
+        engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with engine._autocast():
+            d_out = engine.objective.discriminator_loss(engine.d_network, real, fake)
+        output = engine.state.output
+        output["d_loss"] = d_out["loss"].detach().float()
+        output["gradient_penalty"] = d_out["gradient_penalty"].detach().float()
+        output["d_real"] = d_out["d_real"].detach().float().mean()
+        output["d_fake"] = d_out["d_fake"].detach().float().mean()
+        output["d_accuracy"] = d_out["accuracy"].detach().float()
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
+        engine.d_scaler.scale(d_out["loss"]).backward()
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)
+        engine.d_scaler.step(engine.d_optimizer)
+        engine.d_scaler.update()
+        engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
+
+    def _iteration(self, engine: AdversarialTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        """One training iteration: ``n_critic`` D steps (after the warm-up), then one G step.
+
+        Args:
+            engine: this trainer.
+            batchdata: ``{"lr": [B, T, 1, h, w], "hr": [B, T, 1, H, W]}``.
+
+        Returns:
+            ``engine.state.output`` (see the class docstring).
+        """
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        lr, hr = batch[:2]
+        engine.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr}
+        scale = engine.adversarial_scale(engine.state.iteration)
+        adversarial = scale > 0
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with engine._autocast():
+            sr = engine.inferer(lr, engine.network)
+        engine.state.output[Keys.PRED] = sr.detach()
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+
+        if adversarial:
+            fake = sr.detach().float()
+            for _ in range(engine.n_critic):
+                engine._discriminator_step(engine, hr, fake)
+
+        # G step. D is used through its plain module with frozen weights: no D gradients, no DDP reduction.
+        discriminator = unwrap_module(engine.d_network)
+        with engine._autocast():
+            if adversarial:
+                discriminator.requires_grad_(False)
+                try:
+                    g_adversarial = engine.objective.generator_loss(discriminator, sr.float())
+                finally:
+                    discriminator.requires_grad_(True)
+                losses = engine.loss_function(sr.float(), hr, g_adversarial * scale)
+            else:  # warm-up: pixel MSE only (SRResNet pretraining)
+                mse = F.mse_loss(sr.float(), hr)
+                zero = torch.zeros((), device=hr.device)
+                losses = {"loss": mse, "mse": mse, "perceptual": zero, "adversarial": zero}
+        for key in ("loss", "mse", "perceptual", "adversarial"):
+            engine.state.output[key] = losses[key].detach().float()
+        engine.state.output["adversarial_scale"] = scale
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.g_scaler.scale(losses["loss"]).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.g_scaler.step(engine.optimizer)
+        engine.g_scaler.update()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+    def state_dict(self) -> dict:
+        """Ignite's engine state (iteration, epoch_length, max_epochs) plus both GradScalers."""
+        state = super().state_dict()
+        state["g_scaler"] = self.g_scaler.state_dict()
+        state["d_scaler"] = self.d_scaler.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved (the scalers only when they are enabled here)."""
+        state_dict = dict(state_dict)
+        for key, scaler in (("g_scaler", self.g_scaler), ("d_scaler", self.d_scaler)):
+            scaler_state = state_dict.pop(key, None)
+            if scaler_state and scaler.is_enabled():
+                scaler.load_state_dict(scaler_state)
+        super().load_state_dict(state_dict)
