@@ -14,6 +14,8 @@ Every write goes through :func:`atomic_save`: a temporary file in the destinatio
 
 from __future__ import annotations
 
+import glob
+import logging
 import os
 import tempfile
 from collections.abc import Mapping
@@ -21,7 +23,14 @@ from typing import Any
 
 import torch
 
-__all__ = ["GENERATOR_FORMAT", "atomic_save", "save_generator", "load_generator", "unwrap_module"]
+__all__ = [
+    "GENERATOR_FORMAT",
+    "atomic_save",
+    "save_generator",
+    "load_generator",
+    "latest_checkpoint",
+    "unwrap_module",
+]
 
 GENERATOR_FORMAT = "monai_lstmagan.generator/1"
 
@@ -157,3 +166,30 @@ def load_generator(
         ) from e
     generator.to(map_location).eval()
     return generator, dict(ckpt)
+
+
+def latest_checkpoint(output_dir: str | os.PathLike, pattern: str = "checkpoint_*.pt") -> str:
+    """The full training checkpoint in ``output_dir`` with the highest trainer iteration (for resuming).
+
+    Files matching ``pattern`` are read (memory-mapped) and ranked by ``checkpoint["trainer"]["iteration"]``
+    (then by modification time); unreadable or incomplete files are skipped with a warning.
+
+    Raises:
+        FileNotFoundError: naming ``output_dir`` when it holds no readable full checkpoint.
+    """
+    output_dir = os.fspath(output_dir)
+    ranked = []
+    for path in glob.glob(os.path.join(glob.escape(output_dir), pattern)):
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            iteration = int(ckpt["trainer"]["iteration"])
+        except Exception as e:  # a broken file must not stop a resume from the previous one
+            logging.getLogger(__name__).warning(f"skipping checkpoint '{path}': not a readable full checkpoint ({e}).")
+            continue
+        ranked.append((iteration, os.path.getmtime(path), path))
+    if not ranked:
+        raise FileNotFoundError(
+            f"no full training checkpoint ('{pattern}' with a 'trainer' entry) in '{output_dir}': nothing to resume; "
+            "train first with train.yaml, or set output_dir to the folder of the run to resume."
+        )
+    return max(ranked)[2]
