@@ -95,7 +95,10 @@ def generator_complexity_table(
     from monai_lstmagan.networks.generator import LSTMAGANGenerator
 
     if configs is None:
-        configs = [("default (16 blocks, 64 ch)", {}), ("small CPU (4 blocks, 32 ch)", {"num_blocks": 4, "channels": 32})]
+        configs = [
+            ("default (16 blocks, 64 ch)", {}),
+            ("small CPU (4 blocks, 32 ch)", {"num_blocks": 4, "channels": 32}),
+        ]
     lines = [
         f"| generator | scale | parameters | GFLOPs per {input_size}x{input_size} LR slice | "
         "output size | GFLOPs per output megapixel |",

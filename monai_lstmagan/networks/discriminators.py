@@ -110,7 +110,8 @@ class LSTMDiscriminator(nn.Module):
             raise ValueError(f"LSTMDiscriminator was built for num_slices={self.num_slices}, got T={steps}.")
         if self.image_size is not None and tuple(x.shape[-2:]) != self.image_size:
             raise ValueError(
-                f'LSTMDiscriminator(variant="literal") was built for {self.image_size} slices, got {tuple(x.shape[-2:])}.'
+                f'LSTMDiscriminator(variant="literal") was built for {self.image_size} slices, '
+                f"got {tuple(x.shape[-2:])}."
             )
         features = self.encoder(x.flatten(0, 1))  # [B*T, F]
         if self.variant == "literal":

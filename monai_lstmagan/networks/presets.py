@@ -45,7 +45,9 @@ def ablation_preset(name: str) -> dict[str, Any]:
     if name not in PRESETS:
         raise ValueError(f"ablation_preset: unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
     preset = {key: (dict(value) if isinstance(value, dict) else value) for key, value in PRESETS[name].items()}
-    preset["loss"] = dict(_GAN_LOSS) if preset["adversarial"] else {**_GAN_LOSS, "perceptual_weight": 0.0, "adversarial_weight": 0.0}
+    preset["loss"] = dict(_GAN_LOSS)
+    if not preset["adversarial"]:
+        preset["loss"].update(perceptual_weight=0.0, adversarial_weight=0.0)
     return preset
 
 

@@ -1,0 +1,232 @@
+"""LSTMAGAN losses: perceptual (VGG19) loss, GAN and WGAN-GP objectives, gradient penalty, hybrid loss.
+
+Generator loss (SRGAN weights): ``L = 1.0 * MSE + 6e-3 * perceptual + 1e-3 * adversarial``.
+The objectives take the discriminator as an argument so that the trainer owns the modules, optimisers
+and AMP; discriminator inputs are HR-size slice sequences ``[B, T, 1, H, W]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from monai_lstmagan.networks.vgg import VGG19Features
+
+__all__ = [
+    "PerceptualLoss",
+    "GANObjective",
+    "WGANGPObjective",
+    "gradient_penalty",
+    "HybridLoss",
+    "make_objective",
+    "OBJECTIVES",
+]
+
+
+def _fold_slices(x: torch.Tensor) -> torch.Tensor:
+    """``[B, T, 1, H, W] -> [B*T, 1, H, W]``; ``[N, 1, H, W]`` unchanged."""
+    return x.flatten(0, 1) if x.dim() == 5 else x
+
+
+class PerceptualLoss(nn.Module):
+    """MSE between VGG19 features of SR and HR, features multiplied by ``feature_scale`` (SRGAN's 1/12.75).
+
+    Args:
+        layer: VGG19 layer (see :data:`~monai_lstmagan.networks.vgg.VGG19_LAYERS`); SRGAN's VGG54 is ``"relu5_4"``.
+        weights: ``None`` (random VGG, warned), ``"imagenet"`` or a local state_dict path, see
+            :class:`~monai_lstmagan.networks.vgg.VGG19Features`.
+        feature_scale: factor applied to the features before the MSE.
+
+    Shapes:
+        ``sr, hr``: ``[N, 1, H, W]`` or ``[B, T, 1, H, W]`` in ``[0, 1]`` -> scalar. The HR features are
+        computed without gradient.
+    """
+
+    def __init__(self, layer: str = "relu5_4", weights: str | None = None, feature_scale: float = 1 / 12.75) -> None:
+        super().__init__()
+        self.vgg = VGG19Features(layer=layer, weights=weights)
+        self.feature_scale = float(feature_scale)
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        if sr.shape != hr.shape:
+            raise ValueError(f"PerceptualLoss: sr {list(sr.shape)} and hr {list(hr.shape)} differ in shape.")
+        with torch.no_grad():
+            target = self.vgg(_fold_slices(hr)) * self.feature_scale
+        return F.mse_loss(self.vgg(_fold_slices(sr)) * self.feature_scale, target)
+
+
+def _check_discriminator(discriminator: nn.Module, objective: str, allow_batch_norm: bool = True) -> None:
+    if getattr(discriminator, "sigmoid", False) and objective == "WGANGPObjective":
+        raise ValueError("WGANGPObjective needs raw critic values: build the discriminator with sigmoid=False.")
+    if not allow_batch_norm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
+        raise ValueError(
+            "WGANGPObjective: the critic contains BatchNorm, which makes a sample's score depend on the batch "
+            "and invalidates the gradient penalty; use norm='none', 'layer' or 'instance'."
+        )
+
+
+class GANObjective:
+    """Plain (non-saturating) GAN objective with binary cross-entropy.
+
+    The discriminator should return logits (``sigmoid=False``, BCE-with-logits is used); one built with
+    ``sigmoid=True`` returns probabilities and then plain BCE is used on them (clamped away from 0 and 1).
+
+    ``discriminator_loss``: ``BCE(D(real), 1) + BCE(D(fake), 0)``; ``accuracy`` = fraction of real samples
+    classified real and fake samples classified fake (logit > 0, i.e. probability > 0.5).
+    ``generator_loss``: ``BCE(D(fake), 1)``.
+    """
+
+    eps: float = 1e-7
+
+    def _bce(self, discriminator: nn.Module, scores: torch.Tensor, target: float) -> torch.Tensor:
+        scores = scores.float()
+        targets = torch.full_like(scores, target)
+        if getattr(discriminator, "sigmoid", False):
+            return F.binary_cross_entropy(scores.clamp(self.eps, 1 - self.eps), targets)
+        return F.binary_cross_entropy_with_logits(scores, targets)
+
+    def discriminator_loss(
+        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Args: real, fake ``[B, T, 1, H, W]`` (fake detached by the caller). Returns loss and diagnostics."""
+        _check_discriminator(discriminator, type(self).__name__)
+        d_real, d_fake = discriminator(real), discriminator(fake)
+        loss = self._bce(discriminator, d_real, 1.0) + self._bce(discriminator, d_fake, 0.0)
+        threshold = 0.5 if getattr(discriminator, "sigmoid", False) else 0.0
+        with torch.no_grad():
+            accuracy = torch.cat([d_real > threshold, d_fake < threshold]).float().mean()
+        return {
+            "loss": loss,
+            "d_real": d_real.detach().float().mean(),
+            "d_fake": d_fake.detach().float().mean(),
+            "gradient_penalty": torch.zeros((), device=loss.device),
+            "accuracy": accuracy,
+        }
+
+    def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        """Non-saturating adversarial loss for G, ``fake`` ``[B, T, 1, H, W]`` with gradient -> scalar."""
+        return self._bce(discriminator, discriminator(fake), 1.0)
+
+
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """WGAN-GP penalty ``mean_i (||grad_x critic(x_i)|| - 1)^2`` on random interpolates (Gulrajani et al. 2017).
+
+    * one mixing weight ``alpha_i ~ U(0, 1)`` per sample, broadcast over all of its other dims
+      (``x_i = alpha_i * real_i + (1 - alpha_i) * fake_i``);
+    * the gradient norm is taken over ALL non-batch dims, ``grad.flatten(1).norm(dim=1)`` (a per-pixel norm
+      over the channel dim is a known bug of public code: it is not the critic's Lipschitz constant);
+    * computed in float32 with autocast disabled, with ``create_graph=True`` so that the penalty can be
+      back-propagated into the critic's weights;
+    * on CUDA the critic runs with cuDNN disabled: cuDNN's LSTM has no double backward;
+    * the critic is used in the mode the caller left it in (train mode during the critic step).
+
+    Args:
+        critic: maps ``[B, ...]`` to scores ``[B]``.
+        real, fake: ``[B, ...]`` of the same shape (e.g. ``[B, T, 1, H, W]``); gradients to them are not tracked.
+
+    Returns:
+        Unweighted scalar penalty (float32); multiply by lambda (10) in the critic loss.
+    """
+    if real.shape != fake.shape:
+        raise ValueError(f"gradient_penalty: real {list(real.shape)} and fake {list(fake.shape)} differ in shape.")
+    device_type = real.device.type
+    cudnn_off = torch.backends.cudnn.flags(enabled=False) if device_type == "cuda" else contextlib.nullcontext()
+    with torch.autocast(device_type=device_type, enabled=False), cudnn_off:
+        real32, fake32 = real.detach().float(), fake.detach().float()
+        alpha = torch.rand((real.shape[0],) + (1,) * (real.dim() - 1), device=real.device)
+        mixed = (alpha * real32 + (1 - alpha) * fake32).requires_grad_(True)
+        scores = critic(mixed).float()
+        (grad,) = torch.autograd.grad(scores.sum(), mixed, create_graph=True)
+        return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+
+class WGANGPObjective:
+    """Wasserstein GAN objective with gradient penalty (critic without BatchNorm and without sigmoid).
+
+    ``discriminator_loss``: ``mean D(fake) - mean D(real) + gp_weight * gradient_penalty``; the returned
+    ``"gradient_penalty"`` is the unweighted penalty. ``accuracy`` is the fraction of real samples scored
+    above, and fake samples below, the batch midpoint ``(mean D(real) + mean D(fake)) / 2`` (critic values
+    have no fixed zero). ``generator_loss``: ``-mean D(fake)``.
+
+    Args:
+        gp_weight: lambda of the gradient penalty (10 in WGAN-GP).
+    """
+
+    def __init__(self, gp_weight: float = 10.0) -> None:
+        self.gp_weight = float(gp_weight)
+
+    def discriminator_loss(
+        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Args: real, fake ``[B, T, 1, H, W]`` (fake detached by the caller). Returns loss and diagnostics."""
+        _check_discriminator(discriminator, type(self).__name__, allow_batch_norm=False)
+        d_real, d_fake = discriminator(real).float(), discriminator(fake).float()
+        penalty = gradient_penalty(discriminator, real, fake)
+        loss = d_fake.mean() - d_real.mean() + self.gp_weight * penalty
+        with torch.no_grad():
+            midpoint = (d_real.mean() + d_fake.mean()) / 2
+            accuracy = torch.cat([d_real > midpoint, d_fake < midpoint]).float().mean()
+        return {
+            "loss": loss,
+            "d_real": d_real.detach().mean(),
+            "d_fake": d_fake.detach().mean(),
+            "gradient_penalty": penalty.detach(),
+            "accuracy": accuracy,
+        }
+
+    def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        """``-mean critic(fake)``, ``fake`` ``[B, T, 1, H, W]`` with gradient -> scalar."""
+        return -discriminator(fake).float().mean()
+
+
+OBJECTIVES = {"gan": GANObjective, "wgan_gp": WGANGPObjective}
+
+
+def make_objective(name: str, **kwargs) -> GANObjective | WGANGPObjective:
+    """Objective by name: ``"gan"`` -> :class:`GANObjective`, ``"wgan_gp"`` -> :class:`WGANGPObjective(**kwargs)`."""
+    if name not in OBJECTIVES:
+        raise ValueError(f"make_objective: unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}.")
+    return OBJECTIVES[name](**kwargs)
+
+
+class HybridLoss(nn.Module):
+    """Generator loss ``content_weight * MSE + perceptual_weight * perceptual + adversarial_weight * adversarial``.
+
+    Args:
+        perceptual: a :class:`PerceptualLoss`, or ``None`` to leave the perceptual term out (reported as 0).
+        content_weight: weight of the pixel MSE (content loss).
+        perceptual_weight: weight of the perceptual loss (SRGAN: 6e-3).
+        adversarial_weight: weight of the adversarial loss (SRGAN: 1e-3).
+
+    ``forward(sr, hr, adversarial=None)``: ``sr, hr`` ``[N, 1, H, W]`` or ``[B, T, 1, H, W]``; ``adversarial``
+    is the objective's ``generator_loss`` (``None`` -> 0, e.g. MSE pretraining). Returns a dict of scalars
+    ``"loss"`` (weighted sum), ``"mse"``, ``"perceptual"``, ``"adversarial"`` (unweighted parts).
+    """
+
+    def __init__(
+        self,
+        perceptual: PerceptualLoss | None = None,
+        content_weight: float = 1.0,
+        perceptual_weight: float = 6e-3,
+        adversarial_weight: float = 1e-3,
+    ) -> None:
+        super().__init__()
+        self.perceptual = perceptual
+        self.content_weight = float(content_weight)
+        self.perceptual_weight = float(perceptual_weight)
+        self.adversarial_weight = float(adversarial_weight)
+
+    def forward(
+        self, sr: torch.Tensor, hr: torch.Tensor, adversarial: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        if sr.shape != hr.shape:
+            raise ValueError(f"HybridLoss: sr {list(sr.shape)} and hr {list(hr.shape)} differ in shape.")
+        mse = F.mse_loss(sr.float(), hr.float())
+        zero = torch.zeros((), device=mse.device)
+        perceptual = self.perceptual(sr, hr) if self.perceptual is not None else zero
+        adversarial = adversarial.float() if adversarial is not None else zero
+        loss = self.content_weight * mse + self.perceptual_weight * perceptual + self.adversarial_weight * adversarial
+        return {"loss": loss, "mse": mse, "perceptual": perceptual, "adversarial": adversarial}
