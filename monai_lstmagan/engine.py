@@ -115,6 +115,8 @@ class AdversarialTrainer(SupervisedTrainer):
         loss_function: ``monai_lstmagan.losses.HybridLoss``; called as ``loss_function(sr, hr, adversarial)``
             and returning a dict with "loss", "mse", "perceptual", "adversarial".
         d_network: the discriminator / critic D (``[B, T, 1, H, W] -> [B]``); may be wrapped in DDP.
+            ``None`` (with ``d_optimizer`` and ``objective`` None) trains G with ``loss_function(sr, hr)``
+            alone: the MSE-only (SRResNet-like) baseline.
         d_optimizer: D's optimizer.
         objective: ``GANObjective`` or ``WGANGPObjective`` (``discriminator_loss(D, real, fake)`` -> dict with
             "loss", "d_real", "d_fake", "gradient_penalty", "accuracy"; ``generator_loss(D, fake)`` -> scalar).
@@ -142,9 +144,9 @@ class AdversarialTrainer(SupervisedTrainer):
         network: torch.nn.Module,
         optimizer: Optimizer,
         loss_function: Callable[..., dict[str, torch.Tensor]],
-        d_network: torch.nn.Module,
-        d_optimizer: Optimizer,
-        objective: Any,
+        d_network: torch.nn.Module | None = None,
+        d_optimizer: Optimizer | None = None,
+        objective: Any | None = None,
         n_critic: int = 1,
         warmup_iterations: int = 0,
         adversarial_ramp_iterations: int = 0,
@@ -168,6 +170,8 @@ class AdversarialTrainer(SupervisedTrainer):
             raise ValueError("warmup_iterations and adversarial_ramp_iterations must be >= 0.")
         if amp_dtype not in ("float16", "bfloat16"):
             raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}.")
+        if (d_network is None) != (d_optimizer is None) or (d_network is None) != (objective is None):
+            raise ValueError("d_network, d_optimizer and objective must be given together (or all None: MSE-only).")
         device = torch.device(device)
         if amp and device.type != "cuda":
             warnings.warn(f"AMP is only used on CUDA; training on '{device}' runs in float32.", stacklevel=2)
@@ -212,9 +216,9 @@ class AdversarialTrainer(SupervisedTrainer):
         Workflow.run(self)
 
     def adversarial_scale(self, iteration: int) -> float:
-        """Factor of the adversarial term at a 1-based ``iteration``: 0 during warm-up, then a linear ramp to 1."""
+        """Factor of the adversarial term at a 1-based ``iteration``: 0 during warm-up (and without D), then a ramp to 1."""
         adversarial_iteration = iteration - self.warmup_iterations
-        if adversarial_iteration <= 0:
+        if self.d_network is None or adversarial_iteration <= 0:
             return 0.0
         if self.adversarial_ramp_iterations == 0:
             return 1.0
@@ -275,15 +279,17 @@ class AdversarialTrainer(SupervisedTrainer):
                 engine._discriminator_step(engine, hr, fake)
 
         # G step. D is used through its plain module with frozen weights: no D gradients, no DDP reduction.
-        discriminator = unwrap_module(engine.d_network)
         with engine._autocast():
             if adversarial:
+                discriminator = unwrap_module(engine.d_network)
                 discriminator.requires_grad_(False)
                 try:
                     g_adversarial = engine.objective.generator_loss(discriminator, sr.float())
                 finally:
                     discriminator.requires_grad_(True)
                 losses = engine.loss_function(sr.float(), hr, g_adversarial * scale)
+            elif engine.d_network is None:  # MSE-only baseline: the configured loss without adversarial term
+                losses = engine.loss_function(sr.float(), hr)
             else:  # warm-up: pixel MSE only (SRResNet pretraining)
                 mse = F.mse_loss(sr.float(), hr)
                 zero = torch.zeros((), device=hr.device)
