@@ -1,0 +1,491 @@
+"""MONAI dictionary transforms that turn volume files into (LR, HR) axial slice sequences.
+
+Axis convention: a volume is loaded channel-first and reoriented to RAS, so it is ``[1, X, Y, Z]``
+with ``Z`` the axial (inferior -> superior) slice axis. A slice stack is ``[Z, 1, X, Y]`` (slice
+index first, then channel); a training sample is a block of ``T`` consecutive axial slices
+``[T, 1, H, W]``.
+
+Intensities are mapped to [0, 1] with a fixed rule taken from the HR volume: CT by an HU window
+(default -1000..400 HU), MR by the 0.5 / 99.5 percentiles of the foreground. The low-resolution
+image is made by :func:`bicubic_downsample`, the one operator used for training, evaluation and
+(with :func:`bicubic_upsample`) the bicubic baseline.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import Compose, LoadImaged, MapTransform, Orientationd, Randomizable
+from monai.utils import convert_to_dst_type, convert_to_tensor
+from scipy import ndimage
+
+__all__ = [
+    "CT_WINDOW",
+    "MR_PERCENTILES",
+    "bicubic_downsample",
+    "bicubic_upsample",
+    "intensity_range",
+    "LoadVolumed",
+    "IntensityNormalizationd",
+    "ForegroundMaskd",
+    "RandSliceSequenced",
+    "SliceStackd",
+    "MakeLowResolutiond",
+    "volume_transforms",
+    "train_transforms",
+    "validation_transforms",
+]
+
+CT_WINDOW = (-1000.0, 400.0)
+"""Default CT window in HU mapped to [0, 1]."""
+MR_PERCENTILES = (0.5, 99.5)
+"""Default MR foreground percentiles mapped to [0, 1]."""
+
+_CT_AIR_HU = -500.0  # below: air; a volume with such voxels is CT in "auto" mode
+_CT_BODY_HU = -950.0  # above: body incl. lung parenchyma (outside air is about -1000 HU)
+_MR_HEAD_THRESHOLD = 0.1  # normalised MR intensity above which a voxel is head
+
+
+def _check_scale(image: torch.Tensor, scale: int, divisible: bool) -> None:
+    if not isinstance(scale, int) or isinstance(scale, bool) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}.")
+    if image.ndim < 2:
+        raise ValueError(f"Expected an image [..., H, W], got shape {tuple(image.shape)}.")
+    if not torch.is_floating_point(image):
+        raise ValueError(f"Expected a floating point image, got {image.dtype}.")
+    if divisible and (image.shape[-2] % scale or image.shape[-1] % scale):
+        raise ValueError(
+            f"Image size {tuple(image.shape[-2:])} is not divisible by the scale {scale}; crop it to a multiple first."
+        )
+
+
+def _resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    lead = image.shape[:-2]
+    flat = image.reshape(-1, 1, *image.shape[-2:])
+    out = F.interpolate(flat, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return out.reshape(*lead, *size)
+
+
+def bicubic_downsample(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Antialiased bicubic downsampling by an integer factor: ``[..., H, W] -> [..., H/s, W/s]``.
+
+    The kernel is Keys' cubic convolution with ``a = -0.5`` (the kernel of MATLAB's ``imresize`` and
+    PIL's ``BICUBIC``), stretched by the scale factor so that it spans ``4 * scale`` input pixels and
+    acts as the low-pass (antialiasing) filter; pixel centres are aligned as ``align_corners=False``.
+    This is ``torch.nn.functional.interpolate(mode="bicubic", antialias=True, align_corners=False)``
+    applied to every 2D image of the leading dimensions. It is the one operator that makes the LR
+    image for training and evaluation; no clamping is done here (see :class:`MakeLowResolutiond`).
+
+    Args:
+        image: float tensor ``[..., H, W]`` with ``H`` and ``W`` divisible by ``scale``.
+        scale: integer downsampling factor (2, 4 or 8 in the paper).
+
+    Returns:
+        ``[..., H // scale, W // scale]``, same dtype and device.
+    """
+    _check_scale(image, scale, divisible=True)
+    return _resize(image, (image.shape[-2] // scale, image.shape[-1] // scale))
+
+
+def bicubic_upsample(image: torch.Tensor, scale: int) -> torch.Tensor:
+    """Bicubic upsampling by an integer factor, the bicubic baseline: ``[..., h, w] -> [..., h*s, w*s]``.
+
+    Same kernel as :func:`bicubic_downsample` (Keys cubic, ``a = -0.5``, ``align_corners=False``; when
+    upsampling the kernel is not stretched). Values may overshoot the input range: callers clamp to [0, 1].
+
+    Args:
+        image: float tensor ``[..., h, w]``.
+        scale: integer upsampling factor.
+
+    Returns:
+        ``[..., h * scale, w * scale]``.
+    """
+    _check_scale(image, scale, divisible=False)
+    return _resize(image, (image.shape[-2] * scale, image.shape[-1] * scale))
+
+
+def _filename(image: torch.Tensor | np.ndarray, fallback: str = "<volume>") -> str:
+    if isinstance(image, MetaTensor):
+        return str(image.meta.get("filename_or_obj", fallback))
+    return fallback
+
+
+def intensity_range(
+    volume: torch.Tensor | np.ndarray,
+    modality: str = "auto",
+    ct_window: Sequence[float] = CT_WINDOW,
+    mr_percentiles: Sequence[float] = MR_PERCENTILES,
+) -> tuple[float, float, str]:
+    """The intensities mapped to 0 and 1 for a volume, and its modality.
+
+    Args:
+        volume: the HR volume in scanner units (e.g. ``[1, X, Y, Z]``; any shape).
+        modality: ``"ct"``, ``"mr"`` or ``"auto"``: CT if some voxel is below -500 (air in HU), else MR.
+        ct_window: (low, high) HU window for CT.
+        mr_percentiles: (low, high) percentiles for MR, taken over the foreground: the voxels above
+            the volume's minimum (the zero background of skull-stripped BraTS, or the darkest air).
+
+    Returns:
+        ``(low, high, modality)`` with ``modality`` resolved to ``"ct"`` or ``"mr"``.
+
+    Raises:
+        ValueError: unknown modality, or an MR volume whose percentiles are equal (e.g. constant).
+    """
+    if modality not in ("ct", "mr", "auto"):
+        raise ValueError(f"modality must be 'ct', 'mr' or 'auto', got {modality!r}.")
+    values = convert_to_tensor(volume, track_meta=False).detach().float().cpu().numpy()
+    if modality == "auto":
+        modality = "ct" if float(values.min()) < _CT_AIR_HU else "mr"
+    if modality == "ct":
+        low, high = float(ct_window[0]), float(ct_window[1])
+        if not high > low:
+            raise ValueError(f"ct_window must be (low, high) with low < high, got {tuple(ct_window)}.")
+        return low, high, "ct"
+    foreground = values[values > values.min()]
+    if foreground.size == 0:
+        raise ValueError(f"{_filename(volume)}: constant image, no foreground to take MR percentiles from.")
+    low, high = (float(v) for v in np.percentile(foreground, list(mr_percentiles)))
+    if not high > low:
+        raise ValueError(
+            f"{_filename(volume)}: MR percentiles {tuple(mr_percentiles)} of the foreground are equal ({low:g}); "
+            "the image has (almost) no contrast."
+        )
+    return low, high, "mr"
+
+
+class LoadVolumed(MapTransform):
+    """Load a volume file as ``[1, X, Y, Z]`` float32 and check it, naming the file in every error.
+
+    Reads with MONAI's ``LoadImaged`` (ITK for ``.mhd`` incl. compressed ``.zraw`` and ``.nrrd``,
+    nibabel for ``.nii`` / ``.nii.gz``), channel first. A 4D image keeps its first volume (index 0
+    of the 4th axis) with a warning. Raises ``ValueError`` for a 2D image (or a single slice),
+    NaN/Inf voxels or a constant image, and ``RuntimeError`` naming the file when it cannot be read.
+
+    Args:
+        keys: keys holding file paths.
+    """
+
+    def __init__(self, keys: KeysCollection = "image") -> None:
+        super().__init__(keys)
+        self.loader = LoadImaged(keys=self.keys, image_only=True, ensure_channel_first=True, dtype=np.float32)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            path = str(d[key])
+            try:
+                image = self.loader({key: d[key]})[key]
+            except Exception as e:
+                raise RuntimeError(f"Volume {path!r} cannot be read ({type(e).__name__}: {e}).") from e
+            if image.ndim != 4 or min(image.shape[1:]) < 2:
+                raise ValueError(
+                    f"Volume {path!r} is a 2D image (channel-first shape {tuple(image.shape)}); "
+                    "a 3D volume with several axial slices is expected."
+                )
+            if image.shape[0] > 1:
+                warnings.warn(f"Volume {path!r} is 4D ({image.shape[0]} volumes): only the first one is used.")
+                image = image[:1]
+            finite = torch.isfinite(image)
+            if not bool(finite.all()):
+                raise ValueError(f"Volume {path!r} contains {int((~finite).sum())} NaN or Inf voxels.")
+            if not float(image.min()) < float(image.max()):
+                raise ValueError(f"Volume {path!r} is a constant image (every voxel is {float(image.min()):g}).")
+            d[key] = image
+        return d
+
+
+class IntensityNormalizationd(MapTransform):
+    """Map volumes to [0, 1] with ``clip((v - low) / (high - low), 0, 1)`` from :func:`intensity_range`.
+
+    The modality is the item's ``modality_key`` value when it is ``"ct"`` or ``"mr"``, else
+    ``default_modality`` (``"auto"`` detects it). ``low``, ``high`` and the modality are recorded in
+    the MetaTensor's meta (``"intensity_low"``, ``"intensity_high"``, ``"modality"``) so outputs can be
+    mapped back to scanner units (``v * (high - low) + low``), and the item's ``modality_key`` is set to
+    the resolved modality.
+
+    Args:
+        keys: keys of the volumes (e.g. ``[1, X, Y, Z]``).
+        modality_key: item key holding ``"ct"``, ``"mr"`` or ``"auto"``.
+        default_modality: modality used when the item's is missing or ``"auto"``.
+        ct_window: HU window for CT.
+        mr_percentiles: foreground percentiles for MR.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        modality_key: str = "modality",
+        default_modality: str = "auto",
+        ct_window: Sequence[float] = CT_WINDOW,
+        mr_percentiles: Sequence[float] = MR_PERCENTILES,
+    ) -> None:
+        super().__init__(keys)
+        if default_modality not in ("ct", "mr", "auto"):
+            raise ValueError(f"default_modality must be 'ct', 'mr' or 'auto', got {default_modality!r}.")
+        self.modality_key = modality_key
+        self.default_modality = default_modality
+        self.ct_window = tuple(ct_window)
+        self.mr_percentiles = tuple(mr_percentiles)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        requested = d.get(self.modality_key, "auto")
+        if requested not in ("ct", "mr"):
+            requested = self.default_modality
+        for key in self.key_iterator(d):
+            image = d[key] if isinstance(d[key], MetaTensor) else MetaTensor(d[key])
+            low, high, modality = intensity_range(image, requested, self.ct_window, self.mr_percentiles)
+            out = ((image.float() - low) / (high - low)).clamp_(0.0, 1.0)
+            out.meta.update({"intensity_low": low, "intensity_high": high, "modality": modality})
+            d[key] = out
+            d[self.modality_key] = modality
+        return d
+
+
+def _largest_component(mask: np.ndarray) -> np.ndarray:
+    labels, count = ndimage.label(mask)
+    if count <= 1:
+        return mask
+    sizes = np.bincount(labels.ravel())
+    sizes[0] = 0
+    return labels == int(np.argmax(sizes))
+
+
+class ForegroundMaskd(MapTransform):
+    """Body (CT) or head (MR) mask of a normalised volume, for foreground metrics.
+
+    Threshold (CT: above -950 HU, which keeps lung parenchyma while outside air is about -1000 HU; using the meta's ``intensity_low/high``; MR: above 0.1 of the
+    normalised range), fill holes in every axial slice (lungs, ventricles), keep the largest 3D
+    connected component.
+
+    Args:
+        keys: key of the normalised volume ``[1, X, Y, Z]`` (output of :class:`IntensityNormalizationd`).
+        mask_key: key the mask is written to: float32 {0, 1}, same shape and meta as the volume.
+    """
+
+    def __init__(self, keys: KeysCollection = "image", mask_key: str = "mask") -> None:
+        super().__init__(keys)
+        if len(self.keys) != 1:
+            raise ValueError("ForegroundMaskd takes one image key.")
+        self.mask_key = mask_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        image = d[self.keys[0]]
+        meta = image.meta if isinstance(image, MetaTensor) else {}
+        if meta.get("modality") == "ct":
+            low, high = float(meta["intensity_low"]), float(meta["intensity_high"])
+            threshold = (_CT_BODY_HU - low) / (high - low)
+        else:
+            threshold = _MR_HEAD_THRESHOLD
+        values = convert_to_tensor(image, track_meta=False).detach().cpu().numpy()
+        mask = values > threshold  # [C, X, Y, Z]
+        for c in range(mask.shape[0]):
+            for z in range(mask.shape[-1]):
+                mask[c, ..., z] = ndimage.binary_fill_holes(mask[c, ..., z])
+            mask[c] = _largest_component(mask[c])
+        d[self.mask_key] = convert_to_dst_type(mask.astype(np.float32), dst=image, dtype=torch.float32)[0]
+        return d
+
+
+def _window(size: int, length: int, start: int) -> np.ndarray:
+    """Indices of ``length`` consecutive positions from ``start``; reflected (no edge repeat) past the ends."""
+    index = np.arange(start, start + length)
+    if size == 1:
+        return np.zeros(length, dtype=np.int64)
+    period = 2 * (size - 1)
+    index = np.mod(index, period)
+    return np.where(index < size, index, period - index).astype(np.int64)
+
+
+def _as_stack(volume: torch.Tensor, ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> torch.Tensor:
+    """``[C, X, Y, Z]`` -> ``[len(iz), C, len(ix), len(iy)]`` plain float32 tensor."""
+    v = convert_to_tensor(volume, track_meta=False)
+    v = v[..., torch.as_tensor(iz)][:, torch.as_tensor(ix)][:, :, torch.as_tensor(iy)]
+    return v.permute(3, 0, 1, 2).contiguous().float()
+
+
+class RandSliceSequenced(Randomizable, MapTransform):
+    """Random block of ``T`` consecutive axial slices with a random in-plane crop and flips.
+
+    ``[C, X, Y, Z]`` volumes -> ``[T, C, H, W]`` slice sequences (plain float32 tensors), the same
+    block, crop and flips for every key. The first key (the image) is written to ``hr_key`` and
+    removed; the other keys (e.g. ``"mask"``) keep their names. A volume with fewer than ``T``
+    slices, or smaller in-plane than the crop, is padded by reflection (no edge repeat, repeated
+    reflection when needed), centred, instead of being dropped. Flips are along H and along W,
+    each with probability ``prob_flip``.
+
+    Args:
+        keys: image key first, then keys sliced the same way.
+        num_slices: sequence length ``T`` (16: the LSTM discriminator's sequence).
+        crop_size: in-plane crop ``(H, W)`` (an int means square).
+        prob_flip: probability of each in-plane flip.
+        hr_key: output key of the first key's slice sequence.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = ("image", "mask"),
+        num_slices: int = 16,
+        crop_size: int | Sequence[int] = (96, 96),
+        prob_flip: float = 0.5,
+        hr_key: str = "hr",
+    ) -> None:
+        MapTransform.__init__(self, keys)
+        self.num_slices = int(num_slices)
+        self.crop_size = (int(crop_size), int(crop_size)) if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+        if self.num_slices < 1 or len(self.crop_size) != 2 or min(self.crop_size) < 1:
+            raise ValueError(f"num_slices and crop_size must be positive, got {num_slices} and {crop_size}.")
+        self.prob_flip = float(prob_flip)
+        self.hr_key = hr_key
+
+    def _axis(self, size: int, length: int) -> np.ndarray:
+        start = int(self.R.randint(0, size - length + 1)) if size >= length else -((length - size) // 2)
+        return _window(size, length, start)
+
+    def randomize(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw the in-plane crop, slice block and flips for a volume of spatial ``shape`` (X, Y, Z)."""
+        ix = self._axis(shape[0], self.crop_size[0])
+        iy = self._axis(shape[1], self.crop_size[1])
+        iz = self._axis(shape[2], self.num_slices)
+        if self.R.rand() < self.prob_flip:
+            ix = ix[::-1].copy()
+        if self.R.rand() < self.prob_flip:
+            iy = iy[::-1].copy()
+        return ix, iy, iz
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        first = d[self.keys[0]]
+        ix, iy, iz = self.randomize(first.shape[1:])
+        for key in self.key_iterator(d):
+            d[key] = _as_stack(d[key], ix, iy, iz)
+        d[self.hr_key] = d.pop(self.keys[0])
+        return d
+
+
+class SliceStackd(MapTransform):
+    """Whole volume as a slice stack, centred in-plane crop to a multiple of ``multiple``.
+
+    ``[C, X, Y, Z]`` -> ``[Z, C, X', Y']`` plain float32 tensors with ``X' = X - X % multiple``
+    (same for Y). The first key is written to ``hr_key`` and removed; other keys keep their names.
+
+    Args:
+        keys: image key first, then keys stacked the same way.
+        multiple: X' and Y' are multiples of it (the SR scale).
+        hr_key: output key of the first key's stack.
+    """
+
+    def __init__(self, keys: KeysCollection = ("image", "mask"), multiple: int = 1, hr_key: str = "hr") -> None:
+        super().__init__(keys)
+        self.multiple = int(multiple)
+        self.hr_key = hr_key
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        first = d[self.keys[0]]
+        x, y, z = first.shape[1:]
+        xc, yc = x - x % self.multiple, y - y % self.multiple
+        if xc == 0 or yc == 0:
+            raise ValueError(
+                f"{_filename(first, str(self.keys[0]))}: in-plane size {x}x{y} is smaller than the scale {self.multiple}."
+            )
+        ix = np.arange((x - xc) // 2, (x - xc) // 2 + xc)
+        iy = np.arange((y - yc) // 2, (y - yc) // 2 + yc)
+        iz = np.arange(z)
+        for key in self.key_iterator(d):
+            d[key] = _as_stack(d[key], ix, iy, iz)
+        d[self.hr_key] = d.pop(self.keys[0])
+        return d
+
+
+class MakeLowResolutiond(MapTransform):
+    """Add the LR image: ``lr = clamp(bicubic_downsample(hr, scale), 0, 1)``.
+
+    The clamp keeps LR in the normalised range, as a stored LR image has no bicubic overshoot.
+
+    Args:
+        hr_key: key of the HR slices ``[..., H, W]`` in [0, 1], H and W divisible by ``scale``.
+        lr_key: output key, ``[..., H / scale, W / scale]``.
+        scale: downsampling factor.
+    """
+
+    def __init__(self, hr_key: str = "hr", lr_key: str = "lr", scale: int = 2) -> None:
+        super().__init__(hr_key)
+        self.hr_key, self.lr_key, self.scale = hr_key, lr_key, scale
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict:
+        d = dict(data)
+        d[self.lr_key] = bicubic_downsample(d[self.hr_key], self.scale).clamp(0.0, 1.0)
+        return d
+
+
+def volume_transforms(modality: str = "auto") -> Compose:
+    """Load, reorient to RAS, normalise to [0, 1] and mask a volume.
+
+    Input item ``{"image": path, "modality": ...}``; output ``"image"`` ``[1, X, Y, Z]`` MetaTensor in
+    [0, 1] (Z axial; meta has the RAS affine and ``intensity_low/high``, ``modality``) and ``"mask"``
+    ``[1, X, Y, Z]`` float {0, 1}.
+
+    Args:
+        modality: ``"ct"``, ``"mr"`` or ``"auto"``, used when the item's ``"modality"`` is missing or ``"auto"``.
+    """
+    return Compose(
+        [
+            LoadVolumed("image"),
+            Orientationd("image", axcodes="RAS", labels=None),
+            IntensityNormalizationd("image", default_modality=modality),
+            ForegroundMaskd("image", mask_key="mask"),
+        ]
+    )
+
+
+def train_transforms(
+    scale: int, num_slices: int = 16, crop_size: int | Sequence[int] = 96, modality: str = "auto"
+) -> Compose:
+    """Training samples: random T-slice blocks with a random crop and flips, and their bicubic LR.
+
+    Output ``"hr"`` ``[T, 1, H, W]``, ``"lr"`` ``[T, 1, H/s, W/s]``, ``"mask"`` ``[T, 1, H, W]``
+    (float32 in [0, 1]); batched by a DataLoader: ``[B, T, 1, H, W]``.
+
+    Args:
+        scale: SR factor; the crop must be divisible by it.
+        num_slices: sequence length T.
+        crop_size: HR in-plane crop (H, W) or an int for a square.
+        modality: as in :func:`volume_transforms`.
+    """
+    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if crop[0] % scale or crop[1] % scale:
+        raise ValueError(f"crop_size {crop} must be divisible by the scale {scale}.")
+    return Compose(
+        [
+            *volume_transforms(modality).transforms,
+            RandSliceSequenced(("image", "mask"), num_slices=num_slices, crop_size=crop),
+            MakeLowResolutiond("hr", "lr", scale=scale),
+        ]
+    )
+
+
+def validation_transforms(scale: int, modality: str = "auto") -> Compose:
+    """Whole volumes as slice stacks with their bicubic LR, for validation and evaluation.
+
+    Output ``"hr"`` ``[Z, 1, X', Y']``, ``"lr"`` ``[Z, 1, X'/s, Y'/s]``, ``"mask"`` ``[Z, 1, X', Y']``
+    with X', Y' the centred crop of X, Y to multiples of ``scale``; batched (batch size 1): ``[1, Z, 1, H, W]``.
+
+    Args:
+        scale: SR factor.
+        modality: as in :func:`volume_transforms`.
+    """
+    return Compose(
+        [
+            *volume_transforms(modality).transforms,
+            SliceStackd(("image", "mask"), multiple=scale),
+            MakeLowResolutiond("hr", "lr", scale=scale),
+        ]
+    )
