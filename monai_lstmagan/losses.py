@@ -82,11 +82,13 @@ class GANObjective:
     eps: float = 1e-7
 
     def _bce(self, discriminator: nn.Module, scores: torch.Tensor, target: float) -> torch.Tensor:
-        scores = scores.float()
-        targets = torch.full_like(scores, target)
-        if getattr(discriminator, "sigmoid", False):
-            return F.binary_cross_entropy(scores.clamp(self.eps, 1 - self.eps), targets)
-        return F.binary_cross_entropy_with_logits(scores, targets)
+        # float32 outside autocast: CUDA autocast refuses binary_cross_entropy on probabilities
+        with torch.autocast(device_type=scores.device.type, enabled=False):
+            scores = scores.float()
+            targets = torch.full_like(scores, target)
+            if getattr(discriminator, "sigmoid", False):
+                return F.binary_cross_entropy(scores.clamp(self.eps, 1 - self.eps), targets)
+            return F.binary_cross_entropy_with_logits(scores, targets)
 
     def discriminator_loss(
         self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor

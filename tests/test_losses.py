@@ -171,6 +171,9 @@ def test_gan_objective_bce_accuracy_and_sigmoid_discriminators():
     out_prob = objective.discriminator_loss(FixedScores(sigmoid=True), real, fake)
     torch.testing.assert_close(out_prob["loss"], out["loss"], rtol=1e-5, atol=1e-6)
     assert out_prob["accuracy"].item() == pytest.approx(5 / 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_amp = objective.discriminator_loss(FixedScores(sigmoid=True), real, fake)
+    assert out_amp["loss"].dtype == torch.float32
     g_loss = objective.generator_loss(logits_d, fake)
     torch.testing.assert_close(g_loss, F.binary_cross_entropy_with_logits(d_fake, torch.ones(3)))
     assert isinstance(make_objective("gan"), GANObjective)
