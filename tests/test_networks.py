@@ -210,7 +210,7 @@ def test_vgg_random_weights_warn_and_features_are_frozen(caplog):
 
 
 def test_vgg_loads_a_local_torchvision_state_dict(tmp_path):
-    full = VGG19Features(layer="relu5_4")
+    full = VGG19Features(layer="pool3")  # saves keys beyond conv3_1 too: they must be ignored
     state = {f"features.{key}": value for key, value in full.features.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(2, 2)  # torchvision files also carry the classifier
     path = tmp_path / "vgg19.pth"

@@ -61,12 +61,14 @@ class VGG19Features(nn.Module):
         self.layer = layer
         modules: list[nn.Module] = []
         in_channels = 3
-        for widths in _CONFIG:
-            for width in widths:
-                modules += [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+        for name in VGG19_LAYERS[: VGG19_LAYERS.index(layer) + 1]:  # build only the layers that are used
+            if name.startswith("conv"):
+                width = _CONFIG[int(name[4]) - 1][int(name[6]) - 1]
+                modules.append(nn.Conv2d(in_channels, width, 3, padding=1))
                 in_channels = width
-            modules.append(nn.MaxPool2d(2, 2))
-        self.features = nn.Sequential(*modules[: VGG19_LAYERS.index(layer) + 1])
+            else:
+                modules.append(nn.ReLU() if name.startswith("relu") else nn.MaxPool2d(2, 2))
+        self.features = nn.Sequential(*modules)
         self.register_buffer("mean", torch.tensor(_IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(_IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self._load(weights)
