@@ -241,7 +241,8 @@ def plot_comparison(
     Top row: the images (grey, intensity window [0, 1]) with a zoomed inset of the region ``inset``
     drawn in the lower-right corner and the region outlined. Bottom row: for each method, the signed
     difference ``method - HR`` (red: brighter than HR, blue: darker), with one colour scale shared by
-    all methods (symmetric, +- the largest absolute difference).
+    all methods (symmetric, +- the 99.5th percentile of the absolute differences, so one outlier
+    does not wash out the map).
 
     Args:
         hr: reference slice ``[H, W]`` (or squeezable to it), intensities in [0, 1].
@@ -268,7 +269,7 @@ def plot_comparison(
         raise ValueError(f"plot_comparison: inset {(r0, c0, rh, cw)} is outside the image of shape {shape}.")
 
     differences = {name: image - images["HR"] for name, image in images.items() if name != "HR"}
-    limit = max(float(np.abs(d).max()) for d in differences.values()) or 1e-6
+    limit = max(float(np.percentile(np.abs(d), 99.5)) for d in differences.values()) or 1e-6
     ncols = len(images)
     fig, axes = plt.subplots(2, ncols, figsize=(3.3 * ncols, 6.9), squeeze=False)
     for col, (name, image) in enumerate(images.items()):
