@@ -49,7 +49,7 @@ MR_PERCENTILES = (0.5, 99.5)
 
 _CT_AIR_HU = -500.0  # below: air; a volume with such voxels is CT in "auto" mode
 _CT_BODY_HU = -950.0  # above: body incl. lung parenchyma (outside air is about -1000 HU)
-_MR_HEAD_THRESHOLD = 0.1  # normalised MR intensity above which a voxel is head
+_MR_HEAD_THRESHOLD = 0.05  # normalised MR intensity above which a voxel is head (air noise is below)
 
 
 def _check_scale(image: torch.Tensor, scale: int, divisible: bool) -> None:
@@ -260,7 +260,7 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 class ForegroundMaskd(MapTransform):
     """Body (CT) or head (MR) mask of a normalised volume, for foreground metrics.
 
-    Threshold (CT: above -950 HU, which keeps lung parenchyma while outside air is about -1000 HU; using the meta's ``intensity_low/high``; MR: above 0.1 of the
+    Threshold (CT: above -950 HU, which keeps lung parenchyma while outside air is about -1000 HU; using the meta's ``intensity_low/high``; MR: above 0.05 of the
     normalised range), fill holes in every axial slice (lungs, ventricles), keep the largest 3D
     connected component.
 
