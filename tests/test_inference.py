@@ -1,0 +1,220 @@
+"""Whole-volume inference: geometry, units, dtype, orientation, batching, tiling, CLI and bundle run."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+
+import itk
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from volume_factory import ct_volume, mr_volume, write_mhd
+
+from monai_lstmagan.checkpoints import save_generator
+from monai_lstmagan.inference import (
+    main,
+    output_path_for,
+    read_scan,
+    run_inference,
+    super_resolve_file,
+    super_resolve_volume,
+    upsampled_affine,
+)
+from monai_lstmagan.networks import LSTMAGANGenerator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 8}
+
+
+def _rotation(axis: int, degrees: float) -> np.ndarray:
+    t = np.deg2rad(degrees)
+    c, s = np.cos(t), np.sin(t)
+    i, j = [a for a in range(3) if a != axis]
+    r = np.eye(3)
+    r[i, i], r[i, j], r[j, i], r[j, j] = c, -s, s, c
+    return r
+
+
+# oblique direction (tilted about x, then about z), with the file's first axis the head-foot axis
+OBLIQUE = _rotation(2, 25.0) @ _rotation(0, 12.0) @ np.array([[0.0, 1, 0], [0, 0, 1], [1, 0, 0]])
+
+
+class NearestUpsample(torch.nn.Module):
+    """Stand-in generator: nearest-neighbour x``scale`` upsampling, so every output value is known."""
+
+    def __init__(self, scale: int) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.interpolate(x, scale_factor=self.scale, mode="nearest")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    torch.manual_seed(0)
+    path = str(tmp_path_factory.mktemp("model") / "model.pt")
+    return save_generator(path, LSTMAGANGenerator(**TINY), TINY)
+
+
+def _extent_corners(affine: np.ndarray, shape) -> np.ndarray:
+    """World coordinates of the 8 outer corners of the voxel grid (voxel edges at index -0.5 and n - 0.5)."""
+    corners = np.array(np.meshgrid(*[[-0.5, n - 0.5] for n in shape], indexing="ij")).reshape(3, -1)
+    return (affine[:3, :3] @ corners).T + affine[:3, 3]
+
+
+def _sha(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def test_upsampled_affine_keeps_extent_and_refines_voxels():
+    affine = np.eye(4)
+    affine[:3, :3] = OBLIQUE @ np.diag([0.7, 0.9, 3.0])
+    affine[:3, 3] = [10.0, -20.0, 5.0]
+    shape = (6, 8, 5)
+    new = upsampled_affine(affine, (0, 1), 4)
+    new_shape = (24, 32, 5)
+    np.testing.assert_allclose(_extent_corners(new, new_shape), _extent_corners(affine, shape), atol=1e-9)
+    np.testing.assert_allclose(np.linalg.norm(new[:3, :3], axis=0), [0.175, 0.225, 3.0])
+    np.testing.assert_allclose(new[:3, 2], affine[:3, 2])
+    # the first new voxel centre is a quarter old voxel - 1/8 ... i.e. at index -3/8 of the old grid
+    np.testing.assert_allclose(new[:3, 3], affine[:3, :3] @ [-0.375, -0.375, 0.0] + affine[:3, 3])
+    # coarsening back is the inverse
+    np.testing.assert_allclose(upsampled_affine(new, (0, 1), 0.25), affine, atol=1e-12)
+
+
+def test_nifti_oblique_geometry_units_and_orientation(tmp_path):
+    """MR NIfTI whose first file axis is head-foot: only the two in-plane axes are refined, values land in place."""
+    volume = mr_volume((24, 20, 10)).transpose(2, 0, 1)  # file axes: (S, x, y) -> slice axis is axis 0
+    affine = np.eye(4)
+    affine[:3, :3] = OBLIQUE @ np.diag([3.0, 0.7, 0.9])
+    affine[:3, 3] = [12.0, -30.0, 40.0]
+    path = str(tmp_path / "head.nii.gz")
+    nib.save(nib.Nifti1Image(volume, affine), path)
+
+    (tmp_path / "out").mkdir()
+    out_path = super_resolve_file(NearestUpsample(2), path, str(tmp_path / "out"), modality="mr")
+    assert out_path == str(tmp_path / "out" / "head_sr.nii.gz")
+    out = nib.load(out_path)
+    assert out.shape == (10, 48, 40)
+    assert out.get_data_dtype() == np.int16
+    np.testing.assert_allclose(_extent_corners(out.affine, out.shape), _extent_corners(affine, volume.shape), atol=1e-4)
+    directions = out.affine[:3, :3] / np.linalg.norm(out.affine[:3, :3], axis=0)
+    np.testing.assert_allclose(directions, OBLIQUE, atol=1e-6)
+    np.testing.assert_allclose(out.header.get_zooms(), (3.0, 0.35, 0.45), atol=1e-6)
+    # nearest x2 in-plane: every output voxel is its source voxel, clipped to the MR normalisation window
+    scan = read_scan(path)
+    data = np.asarray(out.dataobj)
+    src = scan.array.astype(float)
+    inside = (src > np.percentile(src[src > 0], 1)) & (src < np.percentile(src[src > 0], 99))
+    np.testing.assert_allclose(data[:, ::2, ::2][inside], src[inside], atol=1.0)
+    np.testing.assert_array_equal(data[:, 1::2, 1::2], data[:, ::2, ::2])
+
+
+def test_mhd_ct_rotated_geometry_hu_and_dtype(tmp_path):
+    """CT MetaImage with a rotated direction and anisotropic spacing: output in HU, int16, same extent."""
+    volume = ct_volume((24, 20, 10))
+    direction = _rotation(2, 30.0) @ _rotation(1, 10.0)
+    spacing, origin = (0.7, 0.8, 2.5), (-50.0, 20.0, -300.0)
+    path = write_mhd(str(tmp_path / "chest.mhd"), volume, spacing=spacing, direction=direction, origin=origin, compressed=True)
+    before = _sha(path), _sha(str(tmp_path / "chest.zraw"))
+
+    out_path = super_resolve_file(NearestUpsample(2), path, str(tmp_path), modality="auto")
+    assert out_path == str(tmp_path / "chest_sr.mhd")
+    assert (_sha(path), _sha(str(tmp_path / "chest.zraw"))) == before, "the input was modified"
+    image = itk.imread(out_path)
+    assert image.GetLargestPossibleRegion().GetSize() == (48, 40, 10)
+    np.testing.assert_allclose(image.GetSpacing(), (0.35, 0.4, 2.5), atol=1e-6)
+    np.testing.assert_allclose(itk.array_from_matrix(image.GetDirection()), direction, atol=1e-6)
+    lps = np.eye(4)
+    lps[:3, :3] = direction @ np.diag(spacing)
+    lps[:3, 3] = origin
+    out_lps = np.eye(4)
+    out_lps[:3, :3] = itk.array_from_matrix(image.GetDirection()) @ np.diag(image.GetSpacing())
+    out_lps[:3, 3] = image.GetOrigin()
+    np.testing.assert_allclose(_extent_corners(out_lps, (48, 40, 10)), _extent_corners(lps, volume.shape), atol=1e-4)
+    data = itk.array_from_image(image).transpose(2, 1, 0)
+    assert data.dtype == np.int16
+    expected = np.clip(volume, -1000, 400)  # the CT window of the normalisation
+    np.testing.assert_allclose(data[::2, ::2], expected, atol=1)
+    assert data.min() >= -1000 and data.max() <= 400
+
+
+def test_output_dtype_override_and_output_name(tmp_path):
+    volume = mr_volume((16, 16, 4))
+    path = str(tmp_path / "a.nii")
+    nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), path)
+    out = super_resolve_file(NearestUpsample(2), path, str(tmp_path), output_dtype="float32")
+    assert out == output_path_for(path, str(tmp_path)) == str(tmp_path / "a_sr.nii")
+    assert nib.load(out).get_data_dtype() == np.float32
+
+
+def test_batches_do_not_change_the_result(tiny_model):
+    from monai_lstmagan.checkpoints import load_generator
+
+    generator, _ = load_generator(tiny_model)
+    volume = torch.rand(1, 12, 10, 5)
+    one = super_resolve_volume(generator, volume, 2, batch_size=1)
+    many = super_resolve_volume(generator, volume, 2, batch_size=4)
+    assert one.shape == (1, 24, 20, 5)
+    torch.testing.assert_close(one, many, atol=1e-5, rtol=0)
+    assert float(one.min()) >= 0.0 and float(one.max()) <= 1.0
+
+
+def test_tiling_places_tiles_where_they_belong():
+    volume = torch.rand(1, 23, 17, 3)
+    whole = super_resolve_volume(NearestUpsample(4), volume, 4, batch_size=2)
+    tiled = super_resolve_volume(NearestUpsample(4), volume, 4, batch_size=2, tile=8, tile_overlap=0.5)
+    torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="x2"):
+        super_resolve_volume(NearestUpsample(4), volume, 2)
+
+
+def test_unwritable_output_fails_before_any_work(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(PermissionError, match="output folder"):
+        run_inference(str(tmp_path / "missing_model.pt"), str(blocker / "out"), inputs=[str(blocker)])
+
+
+def test_bad_inputs_name_the_file(tmp_path, tiny_model):
+    with pytest.raises(FileNotFoundError, match="nope.nii.gz"):
+        run_inference(tiny_model, str(tmp_path / "out"), inputs=[str(tmp_path / "nope.nii.gz")])
+    flat = str(tmp_path / "flat.nii.gz")
+    nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), flat)
+    with pytest.raises(ValueError, match="flat.nii.gz"):
+        run_inference(tiny_model, str(tmp_path / "out"), inputs=[flat])
+
+
+def test_console_command_on_a_folder(tmp_path, tiny_model):
+    data = tmp_path / "data"
+    data.mkdir()
+    nib.save(nib.Nifti1Image(mr_volume((16, 12, 3)), np.diag([0.9, 0.9, 4.0, 1.0])), str(data / "b.nii.gz"))
+    write_mhd(str(data / "c.mhd"), ct_volume((12, 16, 3)))
+    # writing into the input folder: earlier outputs (*_sr) are not taken as inputs on a second run
+    for _ in range(2):
+        assert main([str(data), "-o", str(data), "--model", tiny_model, "--no-progress", "--batch-size", "2"]) == 0
+    assert sorted(os.listdir(data)) == ["b.nii.gz", "b_sr.nii.gz", "c.mhd", "c.raw", "c_sr.mhd", "c_sr.raw"]
+    assert nib.load(str(data / "b_sr.nii.gz")).shape == (32, 24, 3)
+    assert main([str(tmp_path / "missing"), "-o", str(tmp_path / "o"), "--model", tiny_model]) == 1
+
+
+@pytest.mark.slow
+def test_bundle_run_single_input(tmp_path, tiny_model):
+    volume = str(tmp_path / "one.nii.gz")
+    nib.save(nib.Nifti1Image(mr_volume((16, 16, 3)), np.diag([0.8, 0.8, 5.0, 1.0])), volume)
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", os.path.join(REPO, "bundle", "configs", "inference.yaml"),
+        "--bundle_root", os.path.join(REPO, "bundle"),
+        "--input", volume, "--ckpt_path", tiny_model, "--output_dir", str(tmp_path / "out"), "--progress", "False",
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = nib.load(str(tmp_path / "out" / "one_sr.nii.gz"))
+    assert out.shape == (32, 32, 3) and out.get_data_dtype() == np.int16
