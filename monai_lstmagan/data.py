@@ -97,7 +97,11 @@ def _files(root: Path) -> list[Path]:
 
 
 def _luna16(files: list[Path]) -> list[tuple[str, Path]]:
-    return [(p.name[: -len(".mhd")], p) for p in files if p.name.lower().endswith(".mhd") and _LUNA_SUBSET.fullmatch(p.parent.name)]
+    return [
+        (p.name[: -len(".mhd")], p)
+        for p in files
+        if p.name.lower().endswith(".mhd") and _LUNA_SUBSET.fullmatch(p.parent.name)
+    ]
 
 
 def _brats(files: list[Path], brats_modality: str) -> list[tuple[str, Path]]:
@@ -157,7 +161,9 @@ def find_volumes(
         cases = {p.parent for p in files if _BRATS_CASE.fullmatch(p.parent.name)}
         missing = sorted(os.fspath(c) for c in cases - {p.parent for _, p in found})
         if missing:
-            warnings.warn(f"{len(missing)} BraTS case folder(s) have no {brats_modality!r} volume and are left out: {missing}")
+            warnings.warn(
+                f"{len(missing)} BraTS case folder(s) have no {brats_modality!r} volume and are left out: {missing}"
+            )
     else:
         found, default_modality = [], "auto"
         expected = "files ending in " + ", ".join(VOLUME_SUFFIXES)
@@ -180,7 +186,13 @@ def find_volumes(
     for patient, (path,) in sorted(by_patient.items()):
         if not os.access(path, os.R_OK):
             raise PermissionError(f"Volume {os.fspath(path)!r} cannot be read (permission denied).")
-        items.append({"image": os.fspath(path), "patient": patient, "modality": modality if modality != "auto" else default_modality})
+        items.append(
+            {
+                "image": os.fspath(path),
+                "patient": patient,
+                "modality": modality if modality != "auto" else default_modality,
+            }
+        )
     return items
 
 
@@ -220,7 +232,9 @@ def split_by_patient(items: Sequence[dict], fractions: Sequence[float] = (0.7, 0
     """
     fractions = tuple(float(f) for f in fractions)
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative numbers (training, test, validation) summing to 1, got {fractions}.")
+        raise ValueError(
+            f"fractions must be three non-negative numbers (training, test, validation) summing to 1, got {fractions}."
+        )
     if not items:
         raise ValueError("split_by_patient got no items to split.")
     patients = sorted({str(item["patient"]) for item in items})
@@ -262,7 +276,9 @@ def load_datalist(datalist_file: str | os.PathLike, modality: str = "auto") -> d
         with open(path) as f:
             content = json.load(f)
     except json.JSONDecodeError as e:
-        raise ValueError(f"Datalist {os.fspath(path)!r} is not valid JSON ({e}); fix it or delete it to re-split.") from e
+        raise ValueError(
+            f"Datalist {os.fspath(path)!r} is not valid JSON ({e}); fix it or delete it to re-split."
+        ) from e
     if not isinstance(content, dict) or not isinstance(content.get("training"), list):
         raise ValueError(f"Datalist {os.fspath(path)!r} has no 'training' list; fix it or delete it to re-split.")
     datalist: dict[str, list[dict]] = {}
@@ -282,7 +298,9 @@ def load_datalist(datalist_file: str | os.PathLike, modality: str = "auto") -> d
         for item in datalist[key]:
             other = seen.setdefault(str(item["patient"]), key)
             if other != key:
-                raise ValueError(f"Datalist {os.fspath(path)!r}: patient {item['patient']!r} is in both {other!r} and {key!r}.")
+                raise ValueError(
+                    f"Datalist {os.fspath(path)!r}: patient {item['patient']!r} is in both {other!r} and {key!r}."
+                )
     return datalist
 
 
@@ -318,9 +336,7 @@ def make_datalist(
     if not path.exists():
         datalist = split_by_patient(find_volumes(dataset_dir, layout, modality, brats_modality), fractions, seed)
         _write_json_atomic({key: datalist[key] for key in ("training", "validation", "test")}, path)
-        logger.info(
-            "Wrote datalist %s: %s", path, ", ".join(f"{len(datalist[k])} {k}" for k in SPLIT_KEYS)
-        )
+        logger.info("Wrote datalist %s: %s", path, ", ".join(f"{len(datalist[k])} {k}" for k in SPLIT_KEYS))
         return datalist
 
     datalist = load_datalist(path, modality)
@@ -332,11 +348,16 @@ def make_datalist(
         )
         datalist = {key: [i for i in datalist[key] if os.path.exists(i["image"])] for key in SPLIT_KEYS}
     if not datalist["training"]:
-        raise ValueError(f"Datalist {os.fspath(path)!r} has no existing training volume; delete it to re-split {dataset_dir!r}.")
+        raise ValueError(
+            f"Datalist {os.fspath(path)!r} has no existing training volume; delete it to re-split {dataset_dir!r}."
+        )
     try:
         on_disk = find_volumes(dataset_dir, layout, modality, brats_modality)
     except (OSError, ValueError) as e:
-        warnings.warn(f"Reusing datalist {os.fspath(path)!r}; could not list {os.fspath(dataset_dir)!r} to look for new volumes: {e}")
+        warnings.warn(
+            f"Reusing datalist {os.fspath(path)!r}; could not list {os.fspath(dataset_dir)!r} "
+            f"to look for new volumes: {e}"
+        )
         return datalist
     listed = {os.path.realpath(i["image"]) for key in SPLIT_KEYS for i in datalist[key]}
     new = [i["image"] for i in on_disk if os.path.realpath(i["image"]) not in listed]
@@ -405,9 +426,14 @@ def _check_mhd_data(path: str) -> None:
     if header.get("CompressedData", "False").lower() == "true":
         compressed = header.get("CompressedDataSize")
         if compressed is not None and size < int(compressed):
-            raise _BadVolume(f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, header says {int(compressed)})")
+            raise _BadVolume(
+                f"its data file {os.path.basename(data_file)!r} is too short "
+                f"({size} bytes, header says {int(compressed)})"
+            )
     elif size < expected + max(0, int(header.get("HeaderSize", "0"))):
-        raise _BadVolume(f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, {expected} expected)")
+        raise _BadVolume(
+            f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, {expected} expected)"
+        )
 
 
 def _read_voxels(path: str) -> tuple[np.ndarray, int]:
@@ -461,7 +487,14 @@ def _volume_facts(path: str) -> dict:
     finite = bool(np.isfinite(voxels).all()) if np.issubdtype(voxels.dtype, np.floating) else True
     values = voxels[np.isfinite(voxels)] if not finite else voxels
     low, high = (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
-    return {"error": None, "shape": [int(n) for n in voxels.shape], "axial_axis": axial, "finite": finite, "min": low, "max": high}
+    return {
+        "error": None,
+        "shape": [int(n) for n in voxels.shape],
+        "axial_axis": axial,
+        "finite": finite,
+        "min": low,
+        "max": high,
+    }
 
 
 def _problem(facts: dict, min_slices: int, min_size: tuple[int, int]) -> tuple[str | None, str | None]:
@@ -527,10 +560,7 @@ def _load_cache(cache_file: str | None) -> dict:
 
 
 def scan_volumes(
-    items: Sequence[dict],
-    min_slices: int = 2,
-    min_size: tuple[int, int] = (1, 1),
-    cache_file: str | None = None,
+    items: Sequence[dict], min_slices: int = 2, min_size: tuple[int, int] = (1, 1), cache_file: str | None = None
 ) -> tuple[list[dict], list[dict]]:
     """Read every volume once and sort the items into usable and bad ones.
 
@@ -615,7 +645,8 @@ def check_volumes(
     listing = "\n".join(f"  {b['image']}: {b['problem']}" for b in bad)
     if bad and not skip_bad_files:
         raise ValueError(
-            f"{len(bad)} of {len(items)} volume(s) cannot be used (fix or remove them, or set skip_bad_files to True):\n{listing}"
+            f"{len(bad)} of {len(items)} volume(s) cannot be used "
+            f"(fix or remove them, or set skip_bad_files to True):\n{listing}"
         )
     if bad:
         logger.warning("Skipping %d bad volume(s) of %d:\n%s", len(bad), len(items), listing)

@@ -260,9 +260,10 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
 class ForegroundMaskd(MapTransform):
     """Body (CT) or head (MR) mask of a normalised volume, for foreground metrics.
 
-    Threshold (CT: above -950 HU, which keeps lung parenchyma while outside air is about -1000 HU; using the meta's ``intensity_low/high``; MR: above 0.05 of the
-    normalised range), fill holes in every axial slice (lungs, ventricles), keep the largest 3D
-    connected component.
+    Threshold, fill holes in every axial slice (lungs, ventricles), keep the largest 3D connected
+    component. CT threshold: -950 HU (converted with the meta's ``intensity_low/high``), which keeps
+    lung parenchyma (about -850 HU) while outside air is about -1000 HU. MR threshold: 0.05 of the
+    normalised range, above the noise of the air around an unstripped head.
 
     Args:
         keys: key of the normalised volume ``[1, X, Y, Z]`` (output of :class:`IntensityNormalizationd`).
@@ -339,7 +340,9 @@ class RandSliceSequenced(Randomizable, MapTransform):
     ) -> None:
         MapTransform.__init__(self, keys)
         self.num_slices = int(num_slices)
-        self.crop_size = (int(crop_size), int(crop_size)) if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+        self.crop_size = (
+            (int(crop_size), int(crop_size)) if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+        )
         if self.num_slices < 1 or len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"num_slices and crop_size must be positive, got {num_slices} and {crop_size}.")
         self.prob_flip = float(prob_flip)
@@ -394,7 +397,8 @@ class SliceStackd(MapTransform):
         xc, yc = x - x % self.multiple, y - y % self.multiple
         if xc == 0 or yc == 0:
             raise ValueError(
-                f"{_filename(first, str(self.keys[0]))}: in-plane size {x}x{y} is smaller than the scale {self.multiple}."
+                f"{_filename(first, str(self.keys[0]))}: in-plane size {x}x{y} "
+                f"is smaller than the scale {self.multiple}."
             )
         ix = np.arange((x - xc) // 2, (x - xc) // 2 + xc)
         iy = np.arange((y - yc) // 2, (y - yc) // 2 + yc)

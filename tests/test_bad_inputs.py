@@ -72,7 +72,10 @@ def _bad_cases(tmp_path) -> dict[str, tuple[str, str]]:
     inf[1, 2, 3] = np.inf
     cases["Inf"] = (write_mhd(tmp_path / "inf.mhd", inf), "NaN or Inf")
 
-    cases["constant"] = (write_nifti(tmp_path / "constant.nii.gz", np.full((24, 20, 10), 7, np.int16)), "constant image.*7")
+    cases["constant"] = (
+        write_nifti(tmp_path / "constant.nii.gz", np.full((24, 20, 10), 7, np.int16)),
+        "constant image.*7",
+    )
 
     (tmp_path / "volume.txt").write_text("not an image")
     cases["wrong extension"] = (str(tmp_path / "volume.txt"), "unsupported extension")
@@ -181,8 +184,16 @@ def test_check_volumes_lists_all_bad_files_or_skips_them(tmp_path, caplog):
     [
         ("flat.nii.gz", lambda p: write_nifti(p, mr_volume()[:, :, 4]), "flat.nii.gz.*2D image"),
         ("one_slice.mhd", lambda p: write_mhd(p, ct_volume()[:, :, 4:5]), "one_slice.mhd.*2D image"),
-        ("nan.nii.gz", lambda p: write_nifti(p, np.where(mr_volume() > 600, np.nan, 1.0).astype(np.float32)), "nan.nii.gz.*NaN or Inf"),
-        ("constant.mhd", lambda p: write_mhd(p, np.full((24, 20, 10), -1000, np.int16)), "constant.mhd.*constant image"),
+        (
+            "nan.nii.gz",
+            lambda p: write_nifti(p, np.where(mr_volume() > 600, np.nan, 1.0).astype(np.float32)),
+            "nan.nii.gz.*NaN or Inf",
+        ),
+        (
+            "constant.mhd",
+            lambda p: write_mhd(p, np.full((24, 20, 10), -1000, np.int16)),
+            "constant.mhd.*constant image",
+        ),
     ],
 )
 def test_loader_names_the_file_and_problem(tmp_path, name, make, pattern):

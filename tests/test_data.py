@@ -32,7 +32,9 @@ def test_luna16_layout(luna16_dir):
 
 def test_brats_layout_and_modality_choice(brats_dir):
     items = find_volumes(brats_dir)
-    assert [i["patient"] for i in items] == [f"BraTS2021_{c}" for c in ("00000", "00002", "00003", "00005", "00006", "00008")]
+    assert [i["patient"] for i in items] == [
+        f"BraTS2021_{c}" for c in ("00000", "00002", "00003", "00005", "00006", "00008")
+    ]
     assert all(i["image"].endswith("_flair.nii.gz") and i["modality"] == "mr" for i in items)
     t1 = find_volumes(brats_dir, layout="brats", brats_modality="t1")
     assert all(i["image"].endswith("_t1.nii.gz") for i in t1)
@@ -113,7 +115,11 @@ def test_unreadable_file(folder_dir):
 
 
 def _items(n: int, per_patient: int = 1) -> list[dict]:
-    return [{"image": f"/data/p{p:03d}_{k}.nii.gz", "patient": f"p{p:03d}", "modality": "mr"} for p in range(n) for k in range(per_patient)]
+    return [
+        {"image": f"/data/p{p:03d}_{k}.nii.gz", "patient": f"p{p:03d}", "modality": "mr"}
+        for p in range(n)
+        for k in range(per_patient)
+    ]
 
 
 @pytest.mark.parametrize("n", [3, 7, 10, 23, 100])
@@ -216,6 +222,8 @@ def test_load_decathlon_datalist_with_relative_paths(folder_dir, tmp_path):
     datalist_file = tmp_path / "copy" / "datalist.json"
     datalist_file.write_text(json.dumps({"training": [{"image": "ct/a.mhd"}], "validation": ["mr/c.nii.gz"]}))
     datalist = load_datalist(datalist_file, modality="ct")
-    assert datalist["training"] == [{"image": str(tmp_path / "copy" / "ct" / "a.mhd"), "patient": "a", "modality": "ct"}]
+    assert datalist["training"] == [
+        {"image": str(tmp_path / "copy" / "ct" / "a.mhd"), "patient": "a", "modality": "ct"}
+    ]
     assert datalist["validation"][0]["image"] == str(tmp_path / "copy" / "mr" / "c.nii.gz")
     assert datalist["test"] == []

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from monai.data import DataLoader, Dataset
-from monai.data import MetaTensor
+from monai.data import DataLoader, Dataset, MetaTensor
 from volume_factory import TEST_SHAPE, ct_volume, mr_volume, nifti_affine, smooth_volume, write_mhd, write_nifti
 
 from monai_lstmagan.transforms import (
@@ -73,7 +73,9 @@ def test_bicubic_kernel_is_keys_a_minus_half():
     def keys(x: np.ndarray, a: float = -0.5) -> np.ndarray:
         x = np.abs(x)
         return np.where(
-            x <= 1, (a + 2) * x**3 - (a + 3) * x**2 + 1, np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0)
+            x <= 1,
+            (a + 2) * x**3 - (a + 3) * x**2 + 1,
+            np.where(x < 2, a * x**3 - 5 * a * x**2 + 8 * a * x - 4 * a, 0.0),
         )
 
     impulse = torch.zeros(1, 1, 4, 32, dtype=torch.float64)
@@ -189,7 +191,9 @@ def test_last_axis_is_axial(tmp_path):
     path = write_nifti(tmp_path / "axial_first.nii.gz", stored, affine)
     image = volume_transforms("ct")({"image": path})["image"]
     assert image.shape == (1, 24, 20, 10)
-    expected = volume_transforms("ct")({"image": write_nifti(tmp_path / "ref.nii.gz", array, nifti_affine(direction=None))})
+    expected = volume_transforms("ct")(
+        {"image": write_nifti(tmp_path / "ref.nii.gz", array, nifti_affine(direction=None))}
+    )
     assert torch.equal(image.as_tensor(), expected["image"].as_tensor())
 
 
@@ -197,7 +201,7 @@ def test_rotated_direction_loads_with_shape_kept(ct_mhd, mr_nifti):
     for path in (ct_mhd, mr_nifti):
         image = volume_transforms()({"image": path})["image"]
         assert image.shape == (1, *TEST_SHAPE)
-        codes = "".join(__import__("nibabel").orientations.aff2axcodes(image.affine.numpy()))
+        codes = "".join(nib.orientations.aff2axcodes(image.affine.numpy()))
         assert codes == "RAS"
 
 

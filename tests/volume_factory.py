@@ -193,10 +193,7 @@ def make_luna16_tree(root: str | os.PathLike, uids_per_subset: Sequence[Sequence
 
 
 def make_brats_tree(
-    root: str | os.PathLike,
-    case_ids: Sequence[str],
-    modalities: Sequence[str] = ("flair", "t1"),
-    shape=TEST_SHAPE,
+    root: str | os.PathLike, case_ids: Sequence[str], modalities: Sequence[str] = ("flair", "t1"), shape=TEST_SHAPE
 ) -> list[str]:
     """BraTS2021 layout ``root/BraTS2021_<id>/BraTS2021_<id>_<modality>.nii.gz`` (+ a seg file).
 
