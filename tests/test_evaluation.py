@@ -1,0 +1,178 @@
+"""Evaluation: metric definitions, summaries, volume selection, and a full run on the embedded sample data."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from volume_factory import ct_volume, mr_volume, write_mhd
+
+from monai_lstmagan.checkpoints import save_generator
+from monai_lstmagan.evaluation import (
+    METRICS_COLUMNS,
+    evaluate,
+    select_volumes,
+    ssim_whole_reference,
+    summarize,
+    volume_metrics,
+)
+from monai_lstmagan.networks import LSTMAGANGenerator
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 8}
+
+
+@pytest.fixture(scope="module")
+def tiny_models(tmp_path_factory) -> tuple[str, str]:
+    folder = tmp_path_factory.mktemp("models")
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(save_generator(str(folder / f"g{seed}.pt"), LSTMAGANGenerator(**TINY), TINY))
+    return paths[0], paths[1]
+
+
+def _smooth(shape, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(shape, generator=g)
+    return torch.nn.functional.avg_pool2d(x, 5, stride=1, padding=2, count_include_pad=False)
+
+
+def test_psnr_definitions():
+    target = torch.full((3, 1, 20, 20), 0.5)
+    mask = torch.zeros_like(target)
+    mask[:, :, 5:15, 5:15] = 1
+    pred = target + 0.1  # MSE 0.01 everywhere -> 20 dB
+    metrics = volume_metrics(pred, target, mask)
+    assert metrics["whole"]["psnr"] == pytest.approx(20.0, abs=1e-4)
+    assert metrics["foreground"]["psnr"] == pytest.approx(20.0, abs=1e-4)
+    # an error outside the mask only changes the whole-image numbers
+    pred = target.clone()
+    pred[:, :, :3, :] += 0.2
+    metrics = volume_metrics(pred, target, mask)
+    assert math.isinf(metrics["foreground"]["psnr"])
+    expected_mse = 0.04 * 3 / 20
+    assert metrics["whole"]["psnr"] == pytest.approx(10 * math.log10(1 / expected_mse), abs=1e-3)
+
+
+def test_ssim_whole_matches_monai_and_foreground_is_masked_mean():
+    target = _smooth((4, 1, 32, 28))
+    pred = target.clone()
+    pred[:, :, 20:, :] = _smooth((4, 1, 12, 28), seed=3)  # damage the lower part only
+    mask = torch.zeros_like(target)
+    mask[:, :, :14, :] = 1  # foreground = the untouched upper part
+    metrics = volume_metrics(pred, target, mask, chunk=3)
+    assert metrics["whole"]["ssim"] == pytest.approx(ssim_whole_reference(pred, target), abs=1e-6)
+    assert metrics["foreground"]["ssim"] == pytest.approx(1.0, abs=1e-6)
+    assert metrics["whole"]["ssim"] < 0.9
+    empty = volume_metrics(pred, target, torch.zeros_like(mask))
+    assert math.isnan(empty["foreground"]["psnr"]) and math.isnan(empty["foreground"]["ssim"])
+    with pytest.raises(ValueError, match="shape"):
+        volume_metrics(pred[:, :, :, :20], target, mask)
+
+
+def test_summarize_mean_and_sample_std():
+    rows = [
+        {"volume": v, "method": "sr", "region": r, "psnr": p, "ssim": s}
+        for v, p, s in (("a", 30.0, 0.8), ("b", 34.0, 0.9))
+        for r in ("foreground", "whole")
+    ] + [{"volume": "a", "method": "bicubic", "region": r, "psnr": 28.0, "ssim": math.nan} for r in ("foreground", "whole")]
+    summary = summarize(rows)
+    assert summary["sr"]["foreground"]["psnr"] == {"mean": 32.0, "std": pytest.approx(math.sqrt(8.0)), "count": 2}
+    assert summary["sr"]["whole"]["ssim"]["mean"] == pytest.approx(0.85)
+    assert summary["bicubic"]["whole"]["psnr"] == {"mean": 28.0, "std": None, "count": 1}
+    assert summary["bicubic"]["whole"]["ssim"] == {"mean": None, "std": None, "count": 0}
+
+
+def test_select_volumes_uses_the_training_datalist(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(2):
+        write_mhd(str(data / f"ct{i}.mhd"), ct_volume((24, 24, 4), seed=i))
+    datalist = str(tmp_path / "datalist.json")
+    with pytest.raises(ValueError, match="'test' split .* is empty"):
+        select_volumes(str(data), datalist, "test")
+    assert os.path.exists(datalist)  # written once, as training would
+    validation = select_volumes(str(data), datalist, "validation")
+    training = select_volumes(None, datalist, "training")
+    assert len(validation) == len(training) == 1 and validation[0]["image"] != training[0]["image"]
+    assert len(select_volumes(str(data), None, "all")) == 2
+    with pytest.raises(ValueError, match="split must be"):
+        select_volumes(str(data), datalist, "train")
+
+
+def test_evaluate_extra_checkpoint_and_saved_volumes(tmp_path, tiny_models):
+    data = tmp_path / "data"
+    data.mkdir()
+    affine = np.diag([0.8, 0.9, 4.0, 1.0])
+    affine[:3, 3] = [5.0, -7.0, 11.0]
+    nib.save(nib.Nifti1Image(mr_volume((33, 30, 3)), affine), str(data / "head.nii.gz"))
+    out = tmp_path / "eval"
+    summary = evaluate(
+        tiny_models[0], str(out), dataset_dir=str(data), split="all", extra_checkpoints={"mse_only": tiny_models[1]},
+        save_volumes=True, figures=False, progress=False,
+    )  # fmt: skip
+    with open(out / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["method"], r["region"]) for r in rows} == {
+        (m, r) for m in ("bicubic", "sr", "mse_only") for r in ("foreground", "whole")
+    }
+    sr = {r["region"]: float(r["psnr"]) for r in rows if r["method"] == "sr"}
+    other = {r["region"]: float(r["psnr"]) for r in rows if r["method"] == "mse_only"}
+    assert sr != other  # two different generators were run
+    assert summary["num_volumes"] == 1 and summary["scale"] == 2
+    hr = nib.load(str(out / "volumes" / "head_hr.nii.gz"))
+    lr = nib.load(str(out / "volumes" / "head_lr.nii.gz"))
+    assert hr.shape == (32, 30, 3) and lr.shape == (16, 15, 3)  # centre crop of 33 to a multiple of 2
+    for name in ("bicubic", "sr", "mse_only"):
+        saved = nib.load(str(out / "volumes" / f"head_{name}.nii.gz"))
+        assert saved.shape == hr.shape
+        np.testing.assert_allclose(saved.affine, hr.affine)
+    # LR voxels are 2x larger in-plane and cover the same extent as the cropped HR grid
+    np.testing.assert_allclose(np.linalg.norm(lr.affine[:3, :3], axis=0), [1.6, 1.8, 4.0], atol=1e-5)
+    first_hr_edge = hr.affine @ [-0.5, -0.5, 0, 1]
+    first_lr_edge = lr.affine @ [-0.5, -0.5, 0, 1]
+    np.testing.assert_allclose(first_lr_edge, first_hr_edge, atol=1e-5)
+    with pytest.raises(ValueError, match="extra checkpoint name"):
+        evaluate(tiny_models[0], str(out), dataset_dir=str(data), split="all", extra_checkpoints={"sr": tiny_models[1]})
+
+
+@pytest.mark.slow
+def test_evaluate_bundle_on_sample_data(tmp_path, tiny_models, sample_data_dir):
+    """`evaluate.yaml` on the embedded CT + MR scans writes metrics.csv, summary.json and figures."""
+    out = tmp_path / "eval"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run",
+        "--config_file", os.path.join(REPO, "bundle", "configs", "evaluate.yaml"),
+        "--bundle_root", os.path.join(REPO, "bundle"),
+        "--ckpt_path", tiny_models[0], "--output_dir", str(out), "--split", "all", "--progress", "False",
+        "--dataset_dir", str(sample_data_dir),
+    ]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, cwd=str(tmp_path), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out / "metrics.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        assert tuple(reader.fieldnames) == METRICS_COLUMNS
+        rows = list(reader)
+    assert len(rows) == 2 * 2 * 2  # volumes x methods x regions
+    assert {r["volume"] for r in rows} == {"lung1_crop", "brain1_t1c"}
+    bicubic = [float(r["psnr"]) for r in rows if r["method"] == "bicubic"]
+    assert min(bicubic) > 25.0  # the bicubic baseline of a x2 bicubic LR is close to HR: LR and HR are aligned
+    assert all(0.0 <= float(r["ssim"]) <= 1.0 for r in rows)
+    with open(out / "summary.json") as f:
+        summary = json.load(f)
+    assert summary["num_volumes"] == 2
+    assert set(summary["metrics"]) == {"bicubic", "sr"}
+    fg = summary["metrics"]["bicubic"]["foreground"]["psnr"]
+    values = [float(r["psnr"]) for r in rows if r["method"] == "bicubic" and r["region"] == "foreground"]
+    assert fg["mean"] == pytest.approx(np.mean(values), abs=1e-4) and fg["count"] == 2
+    for name in ("lung1_crop", "brain1_t1c"):
+        assert os.path.getsize(out / "figures" / f"{name}.png") > 10_000
