@@ -1,0 +1,827 @@
+"""Performance benchmark: the MONAI training engine and the streaming inference against plain-PyTorch floors.
+
+``python -m monai_lstmagan.bench [--device cpu|cuda] [--json OUT.json] [--quick]`` prints markdown tables
+and (with ``--json``) writes the same numbers as JSON. It measures, in one process:
+
+1. **Training**: seconds per iteration, slices/s and peak memory of :class:`~monai_lstmagan.engine.AdversarialTrainer`
+   (WGAN-GP objective, LSTM critic, hybrid loss with the VGG19 perceptual term) against a plain-PyTorch loop
+   that does the same math (``n_critic`` critic steps with the gradient penalty, then the generator step with
+   ``MSE + 6e-3 * perceptual + 1e-3 * adversarial``). Both start from the same weights, see the same batch
+   and the same random seed; their first-iteration losses are compared to show that the math is the same.
+   The VGG19 of the perceptual loss has RANDOM weights (no download): the cost is that of the real loss.
+   Warm-up iterations are excluded; the median over the timed iterations is reported; engine and reference
+   run in alternating order over ``rounds`` rounds to spread the noise of a shared machine over both.
+2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.super_resolve_volume`
+   (``batch_size`` slices per forward) against a naive loop over one slice at a time, for a volume whose
+   super-resolved size is ``volume_shape`` (the LR input is ``X/s x Y/s x Z``, as in the evaluation
+   protocol), with the achieved GFLOP/s from :func:`~monai_lstmagan.networks.complexity.count_flops` and a
+   large matmul's GFLOP/s on the same device as a reference ceiling.
+3. On CUDA, the variants fp32, AMP bfloat16, channels_last, ``torch.compile`` and all three together are
+   measured side by side. On CPU only fp32 is measured (none of the CUDA code paths run).
+
+Memory: ``peak RSS`` is the high-water mark of the whole process' resident set (``VmHWM`` of
+``/proc/self/status``, reset through ``/proc/self/clear_refs`` at the start of the timed part; where that reset is
+refused, ``VmRSS`` sampled every millisecond by a thread), so it includes the Python runtime, the libraries and
+every model alive in the process; ``RSS increase`` is that peak minus the resident set at the start of the timed
+part, i.e. what the measured work added. ``peak CUDA`` is ``torch.cuda.max_memory_allocated`` (tensors only,
+not the caching allocator's reserve or the CUDA context).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import threading
+import time
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from ignite.engine import Events
+from torch import nn
+
+from monai_lstmagan.engine import AdversarialTrainer
+from monai_lstmagan.inference import super_resolve_volume
+from monai_lstmagan.losses import HybridLoss, PerceptualLoss, WGANGPObjective
+from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
+from monai_lstmagan.networks.complexity import count_flops
+from monai_lstmagan.transforms import bicubic_downsample
+
+__all__ = [
+    "TrainingBenchConfig",
+    "InferenceBenchConfig",
+    "Variant",
+    "VARIANTS",
+    "bench_configs",
+    "PeakMemoryTracker",
+    "matmul_gflops",
+    "benchmark_training",
+    "benchmark_inference",
+    "naive_super_resolve_volume",
+    "run_benchmark",
+    "format_tables",
+    "main",
+]
+
+_MIB = 1024.0 * 1024.0
+
+
+@dataclass(frozen=True)
+class Variant:
+    """How the networks run: AMP bfloat16 autocast, channels_last weights, ``torch.compile`` of the generator.
+
+    Every option other than ``fp32`` is CUDA-only.
+    """
+
+    name: str
+    bf16: bool = False
+    channels_last: bool = False
+    compile: bool = False
+
+
+VARIANTS: dict[str, Variant] = {
+    "fp32": Variant("fp32"),
+    "bf16": Variant("bf16", bf16=True),
+    "channels_last": Variant("channels_last", channels_last=True),
+    "compile": Variant("compile", compile=True),
+    "bf16+channels_last+compile": Variant("bf16+channels_last+compile", bf16=True, channels_last=True, compile=True),
+}
+
+
+@dataclass(frozen=True)
+class TrainingBenchConfig:
+    """Sizes of the training benchmark.
+
+    Args:
+        generator: ``LSTMAGANGenerator`` kwargs (besides ``scale``).
+        scale: SR factor of the training pairs.
+        batch_size: sequences per batch ``B``.
+        num_slices: slices per sequence ``T`` (the LSTM critic's sequence length).
+        crop_size: HR in-plane crop (divisible by ``scale``).
+        critic: ``LSTMDiscriminator`` kwargs (besides ``num_slices``).
+        perceptual_layer: VGG19 layer of the perceptual loss (SRGAN's VGG54 is ``relu5_4``).
+        n_critic: critic steps per generator step.
+        warmup: untimed iterations per round (>= 1).
+        iterations: timed iterations per round.
+        rounds: rounds of (engine, reference) in alternating order.
+        seed: seed of the weights, the batch and the gradient penalty's mixing weights.
+    """
+
+    generator: dict[str, Any] = field(default_factory=dict)
+    scale: int = 4
+    batch_size: int = 4
+    num_slices: int = 16
+    crop_size: int = 96
+    critic: dict[str, Any] = field(default_factory=dict)
+    perceptual_layer: str = "relu5_4"
+    n_critic: int = 1
+    warmup: int = 3
+    iterations: int = 10
+    rounds: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.warmup < 1 or self.iterations < 1 or self.rounds < 1:
+            raise ValueError(f"warmup, iterations and rounds must be >= 1, got {self.warmup}, {self.iterations}, {self.rounds}.")
+        if self.crop_size % self.scale:
+            raise ValueError(f"crop_size {self.crop_size} is not divisible by scale {self.scale}.")
+
+
+@dataclass(frozen=True)
+class InferenceBenchConfig:
+    """Sizes of the inference benchmark.
+
+    Args:
+        generator: ``LSTMAGANGenerator`` kwargs (besides ``scale``).
+        volume_shape: ``(X, Y, Z)`` of the super-resolved volume; the LR input is ``(X/s, Y/s, Z)``.
+        scales: SR factors to measure.
+        batch_size: slices per forward pass of the streaming inference.
+        repeats: timed whole-volume runs per method (after one untimed warm-up on a few slices).
+        seed: seed of the weights and the volume.
+    """
+
+    generator: dict[str, Any] = field(default_factory=dict)
+    volume_shape: tuple[int, int, int] = (256, 256, 48)
+    scales: tuple[int, ...] = (2, 4)
+    batch_size: int = 8
+    repeats: int = 3
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.repeats < 1 or self.batch_size < 1:
+            raise ValueError(f"repeats and batch_size must be >= 1, got {self.repeats}, {self.batch_size}.")
+        for scale in self.scales:
+            if self.volume_shape[0] % scale or self.volume_shape[1] % scale:
+                raise ValueError(f"volume_shape {self.volume_shape} is not divisible in-plane by scale {scale}.")
+
+
+_SMALL_GENERATOR = {"num_blocks": 4, "channels": 32}
+
+
+def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig, InferenceBenchConfig]:
+    """Default sizes: the default generator on CUDA; the small CPU generator (4 blocks, 32 channels) otherwise.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda"``.
+        quick: small generator, smaller crops/volume and fewer iterations on any device (a few minutes on 2 cores).
+    """
+    if quick:
+        return (
+            TrainingBenchConfig(
+                generator=_SMALL_GENERATOR, scale=2, batch_size=1, num_slices=8, crop_size=32, warmup=1, iterations=3, rounds=1
+            ),
+            InferenceBenchConfig(generator=_SMALL_GENERATOR, volume_shape=(128, 128, 16), repeats=2),
+        )
+    if torch.device(device).type == "cuda":
+        return TrainingBenchConfig(), InferenceBenchConfig(repeats=5)
+    return (
+        TrainingBenchConfig(
+            generator=_SMALL_GENERATOR, scale=2, batch_size=1, num_slices=16, crop_size=64, warmup=1, iterations=4, rounds=2
+        ),
+        InferenceBenchConfig(generator=_SMALL_GENERATOR, repeats=2),
+    )
+
+
+# ----------------------------------------------------------------------------------------------- memory
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            match = re.search(rf"^{key}:\s+(\d+)\s+kB", status.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's resident-set high-water mark (``VmHWM``) of this process; ``False`` if refused."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+class PeakMemoryTracker:
+    """Peak resident set size of this process (and peak CUDA allocation) between ``start()`` and ``stop()``.
+
+    The RSS peak is the kernel's ``VmHWM`` after a reset through ``/proc/self/clear_refs`` (method
+    ``"VmHWM"``); where the reset is refused, a thread samples ``VmRSS`` every ``interval`` seconds (method
+    ``"sampled VmRSS"``, may miss peaks shorter than the interval); without ``/proc`` (not Linux) the RSS
+    values are ``None``.
+
+    Args:
+        device: the CUDA device whose ``max_memory_allocated`` is reported; ``None``/CPU: no CUDA numbers.
+        interval: sampling period of the fallback thread, seconds.
+    """
+
+    def __init__(self, device: torch.device | None = None, interval: float = 1e-3) -> None:
+        self.cuda_device = device if device is not None and device.type == "cuda" else None
+        self.interval = interval
+        self.method: str | None = None
+        self._start_rss: int | None = None
+        self._sampled_peak = 0
+        self._stop_sampling = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def _sample(self) -> None:
+        while not self._stop_sampling.wait(self.interval):
+            self._sampled_peak = max(self._sampled_peak, _status_kib("VmRSS") or 0)
+
+    def start(self) -> None:
+        """Begin a measurement (resets the peaks)."""
+        if self.cuda_device is not None:
+            torch.cuda.synchronize(self.cuda_device)
+            torch.cuda.reset_peak_memory_stats(self.cuda_device)
+        self._start_rss = _status_kib("VmRSS")
+        if self._start_rss is None:
+            self.method = None
+        elif _reset_peak_rss():
+            self.method = "VmHWM"
+        else:
+            self.method = "sampled VmRSS"
+            self._sampled_peak = self._start_rss
+            self._stop_sampling.clear()
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
+
+    def stop(self) -> dict[str, float | str | None]:
+        """End the measurement: ``{"peak_rss_mib", "rss_increase_mib", "peak_cuda_mib", "rss_method"}`` (``None`` if unknown)."""
+        peak_cuda = None
+        if self.cuda_device is not None:
+            torch.cuda.synchronize(self.cuda_device)
+            peak_cuda = torch.cuda.max_memory_allocated(self.cuda_device) / _MIB
+        peak_kib: int | None = None
+        if self.method == "VmHWM":
+            peak_kib = _status_kib("VmHWM")
+        elif self.method == "sampled VmRSS" and self._sampler is not None:
+            self._stop_sampling.set()
+            self._sampler.join()
+            self._sampler = None
+            peak_kib = max(self._sampled_peak, _status_kib("VmRSS") or 0)
+        return {
+            "peak_rss_mib": None if peak_kib is None else peak_kib / 1024.0,
+            "rss_increase_mib": None if peak_kib is None or self._start_rss is None else (peak_kib - self._start_rss) / 1024.0,
+            "peak_cuda_mib": peak_cuda,
+            "rss_method": self.method,
+        }
+
+
+def _max_memory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Element-wise maximum of :meth:`PeakMemoryTracker.stop` results (``None`` stays ``None``)."""
+    merged: dict[str, Any] = {"rss_method": records[0]["rss_method"]}
+    for key in ("peak_rss_mib", "rss_increase_mib", "peak_cuda_mib"):
+        values = [r[key] for r in records if r[key] is not None]
+        merged[key] = max(values) if values else None
+    return merged
+
+
+# ----------------------------------------------------------------------------------------------- helpers
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _check_variant(variant: Variant, device: torch.device) -> None:
+    if device.type != "cuda" and (variant.bf16 or variant.channels_last or variant.compile):
+        raise ValueError(f"variant {variant.name!r} is measured on CUDA only, got device '{device}'.")
+
+
+def _autocast(variant: Variant, device: torch.device):
+    return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if variant.bf16 else nullcontext()
+
+
+def _seconds_summary(seconds: Sequence[float], items: float, unit: str) -> dict[str, Any]:
+    median = statistics.median(seconds)
+    return {"seconds": list(seconds), "median_s": median, f"{unit}_per_s": items / median}
+
+
+def matmul_gflops(device: str | torch.device, size: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+    """GFLOP/s of a square ``size x size`` matmul (median of ``repeats``, after one warm-up), a reference ceiling.
+
+    Args:
+        device: where to measure.
+        size: matrix side; default 2048 on CPU, 8192 on CUDA.
+        dtype: element type (on CUDA, float32 uses the current ``torch.get_float32_matmul_precision``).
+        repeats: timed products.
+    """
+    device = torch.device(device)
+    size = size or (8192 if device.type == "cuda" else 2048)
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(size, size, generator=generator).to(device=device, dtype=dtype)
+    b = torch.rand(size, size, generator=generator).to(device=device, dtype=dtype)
+    times = []
+    for index in range(repeats + 1):
+        _synchronize(device)
+        start = time.perf_counter()
+        torch.mm(a, b)
+        _synchronize(device)
+        if index:
+            times.append(time.perf_counter() - start)
+    return 2.0 * size**3 / statistics.median(times) / 1e9
+
+
+# ----------------------------------------------------------------------------------------------- training
+
+
+@dataclass
+class _TrainingSetup:
+    generator: nn.Module
+    critic: nn.Module
+    vgg: nn.Module
+    g_optimizer: torch.optim.Optimizer
+    d_optimizer: torch.optim.Optimizer
+
+
+def _training_setup(generator: nn.Module, critic: nn.Module, vgg: nn.Module, variant: Variant, device: torch.device) -> _TrainingSetup:
+    generator, critic, vgg = generator.to(device), critic.to(device), vgg.to(device)
+    if variant.channels_last:
+        for module in (generator, critic, vgg):
+            module.to(memory_format=torch.channels_last)
+    return _TrainingSetup(
+        generator,
+        critic,
+        vgg,
+        torch.optim.Adam(generator.parameters(), lr=1e-4),
+        torch.optim.Adam(critic.parameters(), lr=1e-4),
+    )
+
+
+class ReferenceTrainingLoop:
+    """Plain-PyTorch training step with the same math as ``AdversarialTrainer`` + ``WGANGPObjective`` + ``HybridLoss``.
+
+    One :meth:`step` on ``lr`` ``[B, T, 1, h, w]`` and ``hr`` ``[B, T, 1, H, W]`` (moved to ``device`` every step,
+    as the engine's ``prepare_batch`` does): ``sr = G(lr)``; ``n_critic`` times: ``D(fake) - D(real) + 10 * GP``
+    (one mixing weight per sample drawn after the two critic forwards, gradient norm over all non-batch dims,
+    fp32 without autocast, cuDNN off on CUDA), backward, Adam step; then with the critic frozen
+    ``MSE + 6e-3 * MSE(VGG(sr) / 12.75, VGG(hr) / 12.75) + 1e-3 * (-mean D(sr))``, backward, Adam step.
+
+    Args:
+        setup: networks and optimizers (not shared with the engine).
+        n_critic: critic steps per generator step.
+        variant: autocast bf16 and ``torch.compile`` of G as in the engine (CUDA only).
+        device: where to train.
+    """
+
+    gp_weight = 10.0
+    feature_scale = 1 / 12.75
+    perceptual_weight = 6e-3
+    adversarial_weight = 1e-3
+
+    def __init__(self, setup: _TrainingSetup, n_critic: int, variant: Variant, device: torch.device) -> None:
+        self.setup = setup
+        self.n_critic = n_critic
+        self.variant = variant
+        self.device = device
+        self.generator = torch.compile(setup.generator) if variant.compile else setup.generator
+        setup.generator.train()
+        setup.critic.train()
+
+    def _gradient_penalty(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+        critic = self.setup.critic
+        cudnn_off = torch.backends.cudnn.flags(enabled=False) if self.device.type == "cuda" else nullcontext()
+        with torch.autocast(device_type=self.device.type, enabled=False), cudnn_off:
+            alpha = torch.rand((real.shape[0], 1, 1, 1, 1), device=real.device)
+            mixed = (alpha * real + (1 - alpha) * fake).requires_grad_(True)
+            (grad,) = torch.autograd.grad(critic(mixed).float().sum(), mixed, create_graph=True)
+            return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
+
+    def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+        """One iteration; returns the G loss ``"loss"`` and the last critic loss ``"d_loss"`` as tensors."""
+        setup = self.setup
+        lr, hr = lr.to(self.device), hr.to(self.device)
+        setup.g_optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.variant, self.device):
+            sr = self.generator(lr)
+        fake = sr.detach().float()
+        for _ in range(self.n_critic):
+            setup.d_optimizer.zero_grad(set_to_none=True)
+            with _autocast(self.variant, self.device):
+                d_real, d_fake = setup.critic(hr).float(), setup.critic(fake).float()
+                d_loss = d_fake.mean() - d_real.mean() + self.gp_weight * self._gradient_penalty(hr, fake)
+            d_loss.backward()
+            setup.d_optimizer.step()
+        with _autocast(self.variant, self.device):
+            setup.critic.requires_grad_(False)
+            adversarial = -setup.critic(sr.float()).float().mean()
+            setup.critic.requires_grad_(True)
+            sr_slices, hr_slices = sr.float().flatten(0, 1), hr.flatten(0, 1)
+            with torch.no_grad():
+                target = setup.vgg(hr_slices) * self.feature_scale
+            perceptual = F.mse_loss(setup.vgg(sr_slices) * self.feature_scale, target)
+            mse = F.mse_loss(sr.float(), hr.float())
+            loss = mse + self.perceptual_weight * perceptual + self.adversarial_weight * adversarial.float()
+        loss.backward()
+        setup.g_optimizer.step()
+        return {"loss": loss.detach(), "d_loss": d_loss.detach()}
+
+
+def _training_batch(config: TrainingBenchConfig) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(config.seed)
+    shape = (config.batch_size, config.num_slices, 1, config.crop_size, config.crop_size)
+    hr = torch.rand(shape, generator=generator)
+    return {"hr": hr, "lr": bicubic_downsample(hr, config.scale).clamp(0.0, 1.0)}
+
+
+def _intervals(stamps: Sequence[float], warmup: int) -> list[float]:
+    """Durations of the iterations after ``warmup`` from the completion time stamps of every iteration."""
+    return [stamps[i] - stamps[i - 1] for i in range(warmup, len(stamps))]
+
+
+def benchmark_training(
+    config: TrainingBenchConfig, device: str | torch.device = "cpu", variant: Variant = VARIANTS["fp32"]
+) -> dict[str, Any]:
+    """Time ``AdversarialTrainer`` iterations against :class:`ReferenceTrainingLoop` on the same batch.
+
+    Args:
+        config: sizes and iteration counts.
+        device: where to train.
+        variant: fp32, or a CUDA-only option (bf16 autocast via the engine's ``amp_dtype="bfloat16"``,
+            channels_last, ``torch.compile`` of G via the engine's ``compile``).
+
+    Returns:
+        ``{"variant", "slices_per_iteration", "engine": {...}, "reference": {...}, "engine_time_ratio",
+        "engine_overhead_ms", "first_iteration": {...}}`` where each side holds ``seconds`` (every timed iteration), ``median_s``,
+        ``slices_per_s`` and the memory fields of :class:`PeakMemoryTracker`; ``engine_time_ratio`` is the
+        engine's median time over the reference's (1.0 = no overhead), ``engine_overhead_ms`` their difference
+        in milliseconds, and ``first_iteration`` the two sides'
+        losses of their first iteration (same weights, batch and seed, so they should agree).
+    """
+    device = torch.device(device)
+    _check_variant(variant, device)
+    torch.manual_seed(config.seed)
+    generator = LSTMAGANGenerator(scale=config.scale, **config.generator)
+    critic = LSTMDiscriminator(num_slices=config.num_slices, **config.critic)
+    perceptual = PerceptualLoss(layer=config.perceptual_layer, weights=None)  # random VGG19: same cost, no download
+    reference = ReferenceTrainingLoop(
+        _training_setup(copy.deepcopy(generator), copy.deepcopy(critic), copy.deepcopy(perceptual.vgg), variant, device),
+        config.n_critic,
+        variant,
+        device,
+    )
+    engine_setup = _training_setup(generator, critic, perceptual.vgg, variant, device)
+    batch = _training_batch(config)
+    per_round = config.warmup + config.iterations
+    tracker = PeakMemoryTracker(device)
+    trainer = AdversarialTrainer(
+        device=device,
+        max_epochs=1,
+        train_data_loader=[batch] * per_round,
+        network=engine_setup.generator,
+        optimizer=engine_setup.g_optimizer,
+        loss_function=HybridLoss(perceptual),
+        d_network=engine_setup.critic,
+        d_optimizer=engine_setup.d_optimizer,
+        objective=WGANGPObjective(gp_weight=ReferenceTrainingLoop.gp_weight),
+        n_critic=config.n_critic,
+        amp=variant.bf16,
+        amp_dtype="bfloat16",
+        compile=variant.compile,
+    )
+    stamps: list[float] = []
+    first: dict[str, dict[str, float]] = {}
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _stamp(engine: AdversarialTrainer) -> None:
+        _synchronize(device)
+        stamps.append(time.perf_counter())
+        if "engine" not in first:
+            first["engine"] = {key: float(engine.state.output[key]) for key in ("loss", "d_loss")}
+        if len(stamps) == config.warmup:
+            tracker.start()
+
+    def run_engine() -> tuple[list[float], dict[str, Any]]:
+        stamps.clear()
+        trainer.run()  # a finished engine starts a fresh one-epoch run
+        return _intervals(stamps, config.warmup), tracker.stop()
+
+    def run_reference() -> tuple[list[float], dict[str, Any]]:
+        ref_stamps = []
+        for index in range(per_round):
+            losses = reference.step(batch["lr"], batch["hr"])
+            _synchronize(device)
+            ref_stamps.append(time.perf_counter())
+            if "reference" not in first:
+                first["reference"] = {key: float(value) for key, value in losses.items()}
+            if index == config.warmup - 1:
+                tracker.start()
+        return _intervals(ref_stamps, config.warmup), tracker.stop()
+
+    seconds: dict[str, list[float]] = {"engine": [], "reference": []}
+    memory: dict[str, list[dict[str, Any]]] = {"engine": [], "reference": []}
+    for round_index in range(config.rounds):
+        order = (("engine", run_engine), ("reference", run_reference))
+        for name, run in order if round_index % 2 == 0 else order[::-1]:
+            torch.manual_seed(config.seed + round_index)  # same gradient-penalty draws for both sides
+            times, mem = run()
+            seconds[name] += times
+            memory[name].append(mem)
+    slices = config.batch_size * config.num_slices
+    result: dict[str, Any] = {"variant": variant.name, "slices_per_iteration": slices}
+    for name in ("engine", "reference"):
+        result[name] = {**_seconds_summary(seconds[name], slices, "slices"), **_max_memory(memory[name])}
+    result["engine_time_ratio"] = result["engine"]["median_s"] / result["reference"]["median_s"]
+    result["engine_overhead_ms"] = 1e3 * (result["engine"]["median_s"] - result["reference"]["median_s"])
+    result["first_iteration"] = first
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- inference
+
+
+class _AutocastBF16(nn.Module):
+    """Run the wrapped module under CUDA bfloat16 autocast (``super_resolve_volume``'s ``amp`` is float16)."""
+
+    def __init__(self, module: nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16):
+            return self.module(x)
+
+
+def _inference_model(generator: nn.Module, variant: Variant, device: torch.device) -> nn.Module:
+    model = generator.to(device).eval()
+    if variant.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    if variant.bf16:
+        model = _AutocastBF16(model)
+    if variant.compile:
+        model = torch.compile(model, dynamic=False)
+    return model
+
+
+def naive_super_resolve_volume(generator: nn.Module, volume: torch.Tensor, scale: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """The naive floor: one axial slice per forward pass.
+
+    Args:
+        generator: ``[1, 1, h, w] -> [1, 1, h*s, w*s]``.
+        volume: ``[1, X, Y, Z]`` in [0, 1].
+        scale: SR factor ``s``.
+        device: where the generator runs.
+
+    Returns:
+        ``[1, X*s, Y*s, Z]`` float32 on CPU, clamped to [0, 1] (as :func:`super_resolve_volume`).
+    """
+    device = torch.device(device)
+    _, x, y, z = volume.shape
+    out = torch.empty((1, x * scale, y * scale, z), dtype=torch.float32)
+    generator = generator.to(device).eval()
+    with torch.inference_mode():
+        for index in range(z):
+            sr = generator(volume[:, :, :, index].unsqueeze(0).to(device))  # [1, 1, X*s, Y*s]
+            out[0, :, :, index] = sr[0, 0].float().clamp(0.0, 1.0).cpu()
+    return out
+
+
+def benchmark_inference(
+    config: InferenceBenchConfig, scale: int, device: str | torch.device = "cpu", variant: Variant = VARIANTS["fp32"]
+) -> dict[str, Any]:
+    """Time whole-volume SR with :func:`super_resolve_volume` against :func:`naive_super_resolve_volume`.
+
+    Args:
+        config: volume size, batch size, repeats.
+        scale: SR factor; the LR input is ``(X/s, Y/s, Z)`` of ``config.volume_shape``.
+        device: where the generator runs.
+        variant: fp32 or a CUDA-only option (bf16 autocast, channels_last, ``torch.compile``).
+
+    Returns:
+        ``{"variant", "scale", "lr_shape", "sr_shape", "output_voxels", "gflop_per_volume", "streaming": {...},
+        "naive": {...}, "streaming_speedup", "max_abs_difference"}``; each method holds ``seconds``, ``median_s``,
+        ``voxels_per_s``, ``gflop_per_s`` and the memory fields of :class:`PeakMemoryTracker`;
+        ``streaming_speedup`` = naive median time / streaming median time; ``max_abs_difference`` between the
+        two outputs.
+    """
+    device = torch.device(device)
+    _check_variant(variant, device)
+    x, y, z = config.volume_shape
+    torch.manual_seed(config.seed)
+    generator = LSTMAGANGenerator(scale=scale, **config.generator).to(device).eval()
+    flops_per_slice = count_flops(generator, (1, 1, x // scale, y // scale))
+    volume = torch.rand((1, x // scale, y // scale, z), generator=torch.Generator().manual_seed(config.seed))
+    model = _inference_model(generator, variant, device)
+    methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+        "streaming": lambda v: super_resolve_volume(model, v, scale, batch_size=config.batch_size, device=device),
+        "naive": lambda v: naive_super_resolve_volume(model, v, scale, device=device),
+    }
+    warmup_volume = volume[..., : min(config.batch_size, z)]
+    for method in methods.values():
+        method(warmup_volume)
+    tracker = PeakMemoryTracker(device)
+    seconds: dict[str, list[float]] = {name: [] for name in methods}
+    memory: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
+    outputs: dict[str, torch.Tensor] = {}
+    for repeat in range(config.repeats):
+        names = list(methods) if repeat % 2 == 0 else list(methods)[::-1]
+        for name in names:
+            outputs.pop(name, None)  # free the previous output before measuring
+            tracker.start()
+            start = time.perf_counter()
+            outputs[name] = methods[name](volume)
+            _synchronize(device)
+            seconds[name].append(time.perf_counter() - start)
+            memory[name].append(tracker.stop())
+    voxels = x * y * z
+    gflop = flops_per_slice * z / 1e9
+    result: dict[str, Any] = {
+        "variant": variant.name,
+        "scale": scale,
+        "lr_shape": [x // scale, y // scale, z],
+        "sr_shape": [x, y, z],
+        "batch_size": config.batch_size,
+        "output_voxels": voxels,
+        "gflop_per_volume": gflop,
+    }
+    for name in methods:
+        summary = _seconds_summary(seconds[name], voxels, "voxels")
+        summary["gflop_per_s"] = gflop / summary["median_s"]
+        result[name] = {**summary, **_max_memory(memory[name])}
+    result["streaming_speedup"] = result["naive"]["median_s"] / result["streaming"]["median_s"]
+    result["max_abs_difference"] = float((outputs["streaming"] - outputs["naive"]).abs().max())
+    return result
+
+
+# ----------------------------------------------------------------------------------------------- driver
+
+
+def _device_info(device: torch.device) -> dict[str, Any]:
+    info: dict[str, Any] = {"type": device.type, "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        info["name"] = torch.cuda.get_device_name(device)
+        info["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
+        info["float32_matmul_precision"] = torch.get_float32_matmul_precision()
+    else:
+        name = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as cpuinfo:
+                match = re.search(r"^model name\s*:\s*(.+)$", cpuinfo.read(), re.MULTILINE)
+            name = match.group(1).strip() if match else name
+        except OSError:
+            pass
+        info["name"] = name
+        info["cpu_count"] = os.cpu_count()
+    return info
+
+
+def _ceilings(device: torch.device) -> dict[str, float]:
+    """Matmul GFLOP/s per dtype on ``device``: fp32 (CPU); fp32, tf32 and bf16 (CUDA)."""
+    if device.type != "cuda":
+        return {"fp32": matmul_gflops(device)}
+    ceilings = {"fp32": matmul_gflops(device, dtype=torch.float32), "bf16": matmul_gflops(device, dtype=torch.bfloat16)}
+    precision = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("high")  # TF32, what cuDNN convolutions use by default
+        ceilings["tf32"] = matmul_gflops(device, dtype=torch.float32)
+    finally:
+        torch.set_float32_matmul_precision(precision)
+    return ceilings
+
+
+def run_benchmark(
+    device: str | torch.device = "cpu",
+    training: TrainingBenchConfig | None = None,
+    inference: InferenceBenchConfig | None = None,
+    variants: Sequence[str] | None = None,
+    ceiling: bool = True,
+) -> dict[str, Any]:
+    """Run the training and inference benchmarks for every variant; the JSON-ready result.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda"``.
+        training, inference: sizes (default :func:`bench_configs` for ``device``).
+        variants: names from :data:`VARIANTS`; default all of them on CUDA, ``["fp32"]`` on CPU.
+        ceiling: also measure the matmul ceilings (:func:`matmul_gflops`).
+
+    Returns:
+        ``{"device": {...}, "config": {"training": ..., "inference": ...}, "matmul_gflops": {dtype: GFLOP/s},
+        "training": [benchmark_training results], "inference": [benchmark_inference results], "notes": [...]}``.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("bench: --device cuda was asked for but torch.cuda.is_available() is False.")
+    default_training, default_inference = bench_configs(device.type)
+    training = training or default_training
+    inference = inference or default_inference
+    if variants is None:
+        variants = list(VARIANTS) if device.type == "cuda" else ["fp32"]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise ValueError(f"bench: unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+    result: dict[str, Any] = {
+        "device": _device_info(device),
+        "config": {"training": asdict(training), "inference": asdict(inference)},
+        "matmul_gflops": _ceilings(device) if ceiling else {},
+        "training": [benchmark_training(training, device, VARIANTS[name]) for name in variants],
+        "inference": [
+            benchmark_inference(inference, scale, device, VARIANTS[name]) for name in variants for scale in inference.scales
+        ],
+        "notes": [
+            "perceptual loss: VGG19 with random weights (no download); the cost equals the ImageNet-weighted loss",
+            "peak RSS: whole-process resident-set high-water mark over the timed part; RSS increase: peak minus "
+            "the resident set at the start of the timed part",
+            "peak CUDA: torch.cuda.max_memory_allocated over the timed part",
+            "engine/reference: median seconds per iteration of AdversarialTrainer over the plain-PyTorch loop",
+            "inference input: LR = SR shape / scale in-plane; voxels/s counts output voxels",
+        ],
+    }
+    return result
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def _ceiling_for(result: dict[str, Any], variant: str) -> float | None:
+    ceilings = result["matmul_gflops"]
+    if VARIANTS[variant].bf16:
+        return ceilings.get("bf16")
+    return ceilings.get("tf32", ceilings.get("fp32"))
+
+
+def format_tables(result: dict[str, Any]) -> str:
+    """Markdown: a header with the hardware, the training table and the inference table of :func:`run_benchmark`."""
+    info = result["device"]
+    train_cfg, infer_cfg = result["config"]["training"], result["config"]["inference"]
+    ceilings = ", ".join(f"{dtype} {_fmt(value, 0)} GFLOP/s" for dtype, value in result["matmul_gflops"].items())
+    lines = [
+        f"Device: {info['type']} ({info['name']}), torch {info['torch']}, {info['threads']} threads."
+        + (f" Matmul ceiling: {ceilings}." if ceilings else ""),
+        "",
+        f"Training: generator {train_cfg['generator'] or 'default'} x{train_cfg['scale']}, batch "
+        f"{train_cfg['batch_size']} x {train_cfg['num_slices']} slices of {train_cfg['crop_size']}^2 HR, LSTM critic, "
+        f"WGAN-GP (n_critic={train_cfg['n_critic']}), perceptual {train_cfg['perceptual_layer']} (random VGG19 "
+        f"weights); median of {train_cfg['iterations'] * train_cfg['rounds']} timed iterations after warm-up.",
+        "",
+        "| variant | loop | s / iteration | slices / s | peak RSS (MiB) | RSS increase (MiB) | peak CUDA (MiB) | engine / reference time |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["training"]:
+        for name, label in (("engine", "AdversarialTrainer"), ("reference", "plain PyTorch")):
+            side = row[name]
+            lines.append(
+                f"| {row['variant']} | {label} | {_fmt(side['median_s'], 3)} | {_fmt(side['slices_per_s'], 1)} | "
+                f"{_fmt(side['peak_rss_mib'], 0)} | {_fmt(side['rss_increase_mib'], 0)} | {_fmt(side['peak_cuda_mib'], 0)} | "
+                + (f"{row['engine_time_ratio']:.3f} |" if name == "engine" else " |")
+            )
+    shape = "x".join(str(v) for v in infer_cfg["volume_shape"])
+    lines += [
+        "",
+        f"Inference: generator {infer_cfg['generator'] or 'default'}, SR volume {shape} (LR = SR / scale in-plane), "
+        f"streaming batch {infer_cfg['batch_size']} slices vs one slice at a time; median of {infer_cfg['repeats']} runs.",
+        "",
+        "| variant | scale | LR -> SR | method | s / volume | output Mvoxel / s | GFLOP/s | % of matmul ceiling | "
+        "peak RSS (MiB) | RSS increase (MiB) | peak CUDA (MiB) | streaming speed-up |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in result["inference"]:
+        ceiling = _ceiling_for(result, row["variant"])
+        lr = "x".join(str(v) for v in row["lr_shape"])
+        sr = "x".join(str(v) for v in row["sr_shape"])
+        for name, label in (("streaming", f"super_resolve_volume (batch {row['batch_size']})"), ("naive", "1 slice / forward")):
+            side = row[name]
+            share = 100.0 * side["gflop_per_s"] / ceiling if ceiling else None
+            lines.append(
+                f"| {row['variant']} | x{row['scale']} | {lr} -> {sr} | {label} | {_fmt(side['median_s'], 2)} | "
+                f"{_fmt(side['voxels_per_s'] / 1e6, 2)} | {_fmt(side['gflop_per_s'], 1)} | {_fmt(share, 0)} | "
+                f"{_fmt(side['peak_rss_mib'], 0)} | {_fmt(side['rss_increase_mib'], 0)} | {_fmt(side['peak_cuda_mib'], 0)} | "
+                + (f"{row['streaming_speedup']:.2f} |" if name == "streaming" else " |")
+            )
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    """Command line: ``python -m monai_lstmagan.bench [--device cpu|cuda] [--json OUT.json] [--quick]``."""
+    parser = argparse.ArgumentParser(description="LSTMAGAN training-engine and inference benchmark.")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
+    parser.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
+    parser.add_argument("--quick", action="store_true", help="small generator, small sizes, few iterations")
+    args = parser.parse_args(argv)
+    training, inference = bench_configs(args.device, quick=args.quick)
+    result = run_benchmark(args.device, training, inference)
+    print(format_tables(result))
+    if args.json:
+        directory = os.path.dirname(os.path.abspath(args.json))
+        os.makedirs(directory, exist_ok=True)
+        with open(args.json, "w") as out:
+            json.dump(result, out, indent=2)
+    return result
+
+
+if __name__ == "__main__":
+    main()
