@@ -62,7 +62,7 @@ def test_comparison_panel(tmp_path):
     inset = choose_inset(hr.numpy())
     row, col, h, w = inset
     overlap = max(0, min(row + h, 30) - max(row, 20)) * max(0, min(col + w, 15) - max(col, 5))
-    assert overlap >= 0.8 * h * w  # the inset lands on the detail
+    assert overlap > 0.5 * h * w  # the inset lands on the detail, not on the flat background
     out = plot_comparison(hr, hr * 0.9, hr + 0.05, str(tmp_path / "fig" / "case.png"), title="case", extra={"mse_only": hr})
     assert os.path.getsize(out) > 10_000
     with pytest.raises(ValueError, match="shape"):
