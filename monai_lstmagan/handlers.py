@@ -251,6 +251,7 @@ class GeneratorCheckpoint:
         self.key_metric_name = key_metric_name
         self.best_metric = -math.inf
         self.best_epoch = -1
+        self._saved_iteration = -1
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -276,7 +277,9 @@ class GeneratorCheckpoint:
                 return
             self.best_metric, self.best_epoch = value, engine.state.epoch
         else:
-            extra["iteration"] = engine.state.iteration
+            if engine.state.iteration == self._saved_iteration:  # COMPLETED right after the last EPOCH_COMPLETED
+                return
+            self._saved_iteration = extra["iteration"] = engine.state.iteration
         extra["metrics"] = metrics
         if _is_main_process():
             save_generator(self.filename, self.generator, self.generator_kwargs, extra)
