@@ -1,0 +1,151 @@
+"""End-to-end runs of bundle/configs/train.yaml and its overlays, at tiny sizes on two small CT volumes.
+
+Each run is a `python -m monai.bundle` subprocess, exactly as a user runs it; the sizes are overridden on
+the command line so a run takes seconds on a CPU.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from volume_factory import ct_volume, write_mhd
+
+from monai_lstmagan.checkpoints import load_generator
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "bundle" / "configs"
+TINY = [
+    "--scale", "2", "--epochs", "2", "--samples_per_volume", "4", "--batch_size", "1", "--num_slices", "4",
+    "--crop_size", "16", "--generator_kwargs#num_blocks", "1", "--generator_kwargs#channels", "8",
+    "--generator_kwargs#growth", "4", "--generator_kwargs#dense_layers", "2",
+    "--lstm_critic_kwargs#encoder_channels", "[8]", "--lstm_critic_kwargs#hidden_size", "8",
+    "--conv_critic_kwargs#channels", "[8]", "--conv_critic_kwargs#fc_features", "8", "--perceptual_layer", "relu1_2",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Two small CT volumes: one for training, one for validation."""
+    root = tmp_path_factory.mktemp("tiny_ct")
+    for i in range(2):
+        write_mhd(root / f"ct{i}.mhd", ct_volume((32, 32, 12), seed=i))
+    return root
+
+
+def config_arg(*names: str) -> str:
+    files = [str(CONFIGS / n) for n in names]
+    return files[0] if len(files) == 1 else repr(files)
+
+
+def bundle_command(configs: tuple[str, ...], dataset: Path, output_dir: Path, *extra: str, run_id: str = "training") -> list[str]:
+    run = ["run", run_id] if run_id else ["run"]
+    return [
+        sys.executable, "-m", "monai.bundle", *run, "--config_file", config_arg(*configs),
+        "--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(dataset), "--output_dir", str(output_dir),
+        *TINY, *extra,
+    ]  # fmt: skip
+
+
+def run_bundle(cmd: list[str], timeout: float = 240) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    return log
+
+
+def read_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_train_bundle_writes_model_csvs_and_logs_sr_and_bicubic_psnr(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    log = run_bundle(bundle_command(("train.yaml",), tiny_dataset, out))
+    generator, ckpt = load_generator(out / "model.pt", expected_scale=2)
+    assert ckpt["generator"]["num_blocks"] == 1 and ckpt["epoch"] == 2
+    assert (out / "model_best.pt").is_file() and (out / "datalist.json").is_file()
+    with pytest.raises(ValueError, match="x2.*x4"):
+        load_generator(out / "model.pt", expected_scale=4)
+    iterations = read_rows(out / "iterations.csv")
+    assert [int(r["iteration"]) for r in iterations] == list(range(1, 9))  # 2 epochs x 4 samples / batch 1
+    assert float(iterations[0]["d_loss"]) != float(iterations[0]["d_loss"])  # nan: warm-up epoch, D untouched
+    assert all(float(r[k]) == float(r[k]) for r in iterations[4:] for k in ("d_loss", "gradient_penalty", "d_accuracy"))
+    validation = read_rows(out / "validation.csv")
+    assert [int(r["epoch"]) for r in validation] == [1, 2]
+    assert all(0 < float(r["psnr_bicubic"]) < 100 and 0 < float(r["ssim_bicubic"]) <= 1 for r in validation)
+    assert re.search(r"Epoch\[2\] Metrics -- psnr_bicubic: [\d.]+ psnr_sr: [\d.]+ ssim_bicubic: [\d.]+ ssim_sr: [\d.]+", log)
+    full = torch.load(out / "checkpoint_final_iteration=8.pt", weights_only=True)
+    assert {"network", "ema", "d_network", "optimizer", "d_optimizer", "trainer"} <= set(full)
+    assert (out / "log.txt").is_file() and any((out / "tensorboard").iterdir())
+    assert "RANDOM VGG19" in log
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("overlay", ["mse_only.yaml", "ablation_model1.yaml"])
+def test_overlays_run_with_plain_run(tiny_dataset, tmp_path, overlay):
+    out = tmp_path / "run"
+    run_bundle(bundle_command(("train.yaml", overlay), tiny_dataset, out, "--epochs", "1", run_id=""))
+    generator, ckpt = load_generator(out / "model.pt", expected_scale=2)
+    assert ckpt["generator"]["attention"] is (overlay == "mse_only.yaml")  # model1: no attention gates
+    full = torch.load(next(out.glob("checkpoint_final_*.pt")), weights_only=True)
+    assert ("d_network" in full) is (overlay != "mse_only.yaml")
+    if overlay == "ablation_model1.yaml":
+        assert any(k.startswith("net.") for k in full["d_network"])  # the conv discriminator
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_gloo(tiny_dataset, tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun not on PATH")
+    cmd = bundle_command(("train.yaml", "multi_gpu_train.yaml"), tiny_dataset, out)
+    cmd = [torchrun, "--standalone", "--nproc_per_node=2", *cmd[1:]]
+    log = run_bundle(cmd, timeout=300)
+    assert log.count("Train completed") == 2  # both ranks finished
+    iterations = read_rows(out / "iterations.csv")
+    assert [int(r["iteration"]) for r in iterations] == [1, 2, 3, 4]  # 4 samples / 2 ranks / batch 1, 2 epochs
+    load_generator(out / "model.pt", expected_scale=2)
+    full = torch.load(out / "checkpoint_final_iteration=4.pt", weights_only=True)
+    assert not any(k.startswith("module.") for k in full["network"])
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_continues_from_last_checkpoint(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ("--epochs", "8", "--checkpoint_interval", "3")  # 4 iterations per epoch: checkpoints mid-epoch
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        bundle_command(("train.yaml",), tiny_dataset, out, *args), cwd=REPO, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    deadline = time.time() + 180
+    while not (out / "checkpoint_iteration=9.pt").exists():
+        assert proc.poll() is None, "training ended before it could be killed"
+        assert time.time() < deadline, "no checkpoint after 180 s"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "checkpoint_final_iteration=32.pt").exists(), "training finished before the kill"
+    killed_at = max(int(r["iteration"]) for r in read_rows(out / "iterations.csv"))
+    latest = max(int(re.search(r"=(\d+)", p.name).group(1)) for p in out.glob("checkpoint_iteration=*.pt"))
+    assert latest % 4 != 0  # the checkpoint resumed from is in the middle of an epoch
+
+    log = run_bundle(bundle_command(("train.yaml", "resume.yaml"), tiny_dataset, out, *args))
+    assert f"Restored all variables from {out / f'checkpoint_iteration={latest}.pt'}" in log
+    resumed_from = re.search(r"Epoch: \d+/8, Iter: \d+/4 -- ", log)
+    assert resumed_from and f"Epoch: {latest // 4 + 1}/8, Iter: {latest % 4 + 1}/4" in resumed_from.group(0)
+    iterations = [int(r["iteration"]) for r in read_rows(out / "iterations.csv")]
+    assert iterations == list(range(1, 33)), f"killed at {killed_at}, resumed from {latest}"
+    assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == list(range(1, 9))
+    full = torch.load(out / "checkpoint_final_iteration=32.pt", weights_only=True)
+    assert full["trainer"]["iteration"] == 32 and int(full["ema"]["num_updates"]) == 32
