@@ -20,7 +20,10 @@ T, H = 4, 16  # slices per sequence, HR size
 
 def make_batches(n: int, seed: int = 0) -> list[dict[str, torch.Tensor]]:
     g = torch.Generator().manual_seed(seed)
-    return [{"hr": torch.rand(2, T, 1, H, H, generator=g), "lr": torch.rand(2, T, 1, H // 2, H // 2, generator=g)} for _ in range(n)]
+    return [
+        {"hr": torch.rand(2, T, 1, H, H, generator=g), "lr": torch.rand(2, T, 1, H // 2, H // 2, generator=g)}
+        for _ in range(n)
+    ]
 
 
 def make_trainer(data, max_epochs: int = 1, objective=None, perceptual: bool = False, **kwargs) -> AdversarialTrainer:

@@ -125,7 +125,8 @@ def test_generator_checkpoint_latest_and_best(tmp_path):
     latest.attach(evaluator)
     saved_epochs: list[int] = []
     evaluator.add_event_handler(
-        Events.EPOCH_COMPLETED, lambda e: saved_epochs.append(torch.load(tmp_path / "model_best.pt", weights_only=True)["epoch"])
+        Events.EPOCH_COMPLETED,
+        lambda e: saved_epochs.append(torch.load(tmp_path / "model_best.pt", weights_only=True)["epoch"]),
     )
     evaluator.run([0], max_epochs=3)
     assert saved_epochs == [1, 2, 2] and best.state_dict() == {"best_metric": 12.0, "best_epoch": 2}
@@ -146,7 +147,9 @@ def _broken_save(obj, f, *args, **kwargs):
 def test_checkpoint_saver_atomicity(tmp_path, monkeypatch, saver_class):
     model = torch.nn.Linear(1, 1)
     engine = Engine(lambda e, b: None)
-    saver = saver_class(str(tmp_path), {"network": model, "trainer": engine}, save_interval=1, epoch_level=False, n_saved=None)
+    saver = saver_class(
+        str(tmp_path), {"network": model, "trainer": engine}, save_interval=1, epoch_level=False, n_saved=None
+    )
     saver.attach(engine)
     engine.run([0], max_epochs=1)
     assert os.listdir(tmp_path) == ["checkpoint_iteration=1.pt"]

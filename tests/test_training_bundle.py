@@ -47,7 +47,9 @@ def config_arg(*names: str) -> str:
     return files[0] if len(files) == 1 else repr(files)
 
 
-def bundle_command(configs: tuple[str, ...], dataset: Path, output_dir: Path, *extra: str, run_id: str = "training") -> list[str]:
+def bundle_command(
+    configs: tuple[str, ...], dataset: Path, output_dir: Path, *extra: str, run_id: str = "training"
+) -> list[str]:
     run = ["run", run_id] if run_id else ["run"]
     return [
         sys.executable, "-m", "monai.bundle", *run, "--config_file", config_arg(*configs),
@@ -84,7 +86,9 @@ def test_train_bundle_writes_model_csvs_and_logs_sr_and_bicubic_psnr(tiny_datase
     validation = read_rows(out / "validation.csv")
     assert [int(r["epoch"]) for r in validation] == [1, 2]
     assert all(0 < float(r["psnr_bicubic"]) < 100 and 0 < float(r["ssim_bicubic"]) <= 1 for r in validation)
-    assert re.search(r"Epoch\[2\] Metrics -- psnr_bicubic: [\d.]+ psnr_sr: [\d.]+ ssim_bicubic: [\d.]+ ssim_sr: [\d.]+", log)
+    assert re.search(
+        r"Epoch\[2\] Metrics -- psnr_bicubic: [\d.]+ psnr_sr: [\d.]+ ssim_bicubic: [\d.]+ ssim_sr: [\d.]+", log
+    )
     full = torch.load(out / "checkpoint_final_iteration=8.pt", weights_only=True)
     assert {"network", "ema", "d_network", "optimizer", "d_optimizer", "trainer"} <= set(full)
     assert (out / "log.txt").is_file() and any((out / "tensorboard").iterdir())
@@ -149,3 +153,21 @@ def test_sigkill_mid_epoch_then_resume_continues_from_last_checkpoint(tiny_datas
     assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == list(range(1, 9))
     full = torch.load(out / "checkpoint_final_iteration=32.pt", weights_only=True)
     assert full["trainer"]["iteration"] == 32 and int(full["ema"]["num_updates"]) == 32
+
+
+def test_bad_training_volume_stops_before_training(tiny_dataset, tmp_path):
+    bad = tmp_path / "broken.nii.gz"
+    bad.write_bytes(b"\x1f\x8b\x08 not really gzip")
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text(
+        '{"training": [{"image": "%s", "patient": "ct0"}, {"image": "%s", "patient": "broken"}],'
+        ' "validation": [{"image": "%s", "patient": "ct1"}], "test": []}'
+        % (tiny_dataset / "ct0.mhd", bad, tiny_dataset / "ct1.mhd")
+    )
+    cmd = bundle_command(("train.yaml",), tiny_dataset, tmp_path / "run", "--datalist_file", str(datalist))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "1 of 2 volume(s) cannot be used" in log and str(bad) in log, log[-3000:]
+    assert "skip_bad_files" in log and "Epoch: 1/" not in log  # stopped up front, before any iteration
+    assert not (tmp_path / "run" / "model.pt").exists()
