@@ -209,6 +209,8 @@ class Scan:
         dtype: the voxel type of the input (NIfTI: the on-disk type).
         header: ``nibabel`` header (NIfTI) or ``None`` (ITK formats).
         compressed: ITK formats: whether the pixel data was compressed.
+        scaled: NIfTI: the stored values are scaled (``scl_slope``/``scl_inter``), so ``array`` is in
+            real units while ``dtype`` is the stored type.
     """
 
     path: str
@@ -217,6 +219,7 @@ class Scan:
     dtype: np.dtype
     header: Any = None
     compressed: bool = False
+    scaled: bool = False
 
 
 def _itk_compressed(path: str) -> bool:
@@ -247,7 +250,11 @@ def read_scan(path: str) -> Scan:
             array = array[..., 0]
         if array.ndim != 3:
             raise ValueError(f"'{path}' is not a 3D scalar volume (shape {array.shape}).")
-        return Scan(path, array, np.asarray(image.affine, float), np.dtype(image.get_data_dtype()), image.header)
+        # nibabel moves scl_slope/scl_inter from the loaded header into the data proxy
+        slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+        scaled = bool(slope != 1.0 or inter != 0.0)
+        dtype = np.dtype(image.get_data_dtype())
+        return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
     import itk
 
     try:
@@ -276,16 +283,17 @@ def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
 
 
 def _write_scan(scan: Scan, array: np.ndarray, affine: np.ndarray, dtype: np.dtype, path: str) -> None:
-    """Write ``array`` (file index order, output units) with the RAS ``affine`` in the format of ``scan``."""
+    """Write ``array`` (file index order, output units) with the RAS ``affine`` in the format of ``scan``.
+
+    ``dtype`` is the stored voxel type; a float ``array`` with an integer ``dtype`` (scaled NIfTI input)
+    is stored with a scaling chosen by nibabel.
+    """
     _, suffix = _strip_suffix(path)
     if suffix.lower() in NIFTI_SUFFIXES:
         header = scan.header.copy()
-        slope, inter = header.get_slope_inter()
-        scaled = slope not in (None, 1.0) and not np.isnan(slope) or inter not in (None, 0.0) and not np.isnan(inter)
         header.set_data_dtype(dtype)
-        header.set_slope_inter(np.nan, np.nan)  # let nibabel choose a scaling when the input had one
-        data = array.astype(np.float32) if scaled and np.issubdtype(dtype, np.integer) else _to_dtype(array, dtype)
-        image = nib.Nifti1Image(data, affine, header=header)
+        header.set_slope_inter(np.nan, np.nan)  # nibabel picks a scaling for float data stored as integers
+        image = nib.Nifti1Image(array, affine, header=header)
         sform_code, qform_code = int(scan.header["sform_code"]), int(scan.header["qform_code"])
         if sform_code or qform_code:
             image.set_sform(affine, code=sform_code)
@@ -294,7 +302,13 @@ def _write_scan(scan: Scan, array: np.ndarray, affine: np.ndarray, dtype: np.dty
         return
     import itk
 
-    image = itk.image_from_array(np.ascontiguousarray(_to_dtype(array, dtype).transpose(2, 1, 0)))
+    try:
+        image = itk.image_from_array(np.ascontiguousarray(_to_dtype(array, dtype).transpose(2, 1, 0)))
+    except Exception as e:  # ITK's Python wrapping covers a subset of voxel types
+        raise ValueError(
+            f"'{scan.path}': ITK cannot write voxel type {dtype} ({type(e).__name__}); choose another output "
+            "dtype (e.g. --output-dtype int16 or float32)."
+        ) from e
     affine_lps = LPS_TO_RAS @ affine
     spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
     image.SetSpacing(spacing.tolist())
@@ -372,14 +386,16 @@ def super_resolve_file(
     low, high = float(normalised.meta["intensity_low"]), float(normalised.meta["intensity_high"])
 
     dtype = np.dtype(output_dtype) if output_dtype is not None else scan.dtype
+    # a scaled NIfTI keeps real units in memory; nibabel stores them in the input's type with a new scaling
+    memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
     x, y, z = ras.shape
-    out_ras = np.empty((x * scale, y * scale, z), dtype=dtype)
+    out_ras = np.empty((x * scale, y * scale, z), dtype=memory_dtype)
     for start, stop, sr in iter_super_resolved_slices(
         generator, normalised.as_tensor(), batch_size, device, amp, tile, tile_overlap, progress
     ):
         if sr.shape[:2] != out_ras.shape[:2]:
             raise ValueError(f"the generator produced slices of {tuple(sr.shape[:2])} from {(x, y)}: not x{scale}.")
-        out_ras[:, :, start:stop] = _to_dtype(low + sr.numpy().astype(np.float64) * (high - low), dtype)
+        out_ras[:, :, start:stop] = _to_dtype(low + sr.numpy().astype(np.float64) * (high - low), memory_dtype)
     out_array = apply_orientation(out_ras, to_file_order)
     affine = upsampled_affine(scan.affine, in_plane, scale)
 

@@ -145,6 +145,20 @@ def test_mhd_ct_rotated_geometry_hu_and_dtype(tmp_path):
     assert data.min() >= -1000 and data.max() <= 400
 
 
+def test_scaled_nifti_keeps_real_units(tmp_path):
+    """A NIfTI stored as uint16 with scl_inter -1024 (as converted from DICOM): the output is in HU too."""
+    hu = ct_volume((16, 12, 3)).astype(np.float64)
+    image = nib.Nifti1Image((hu + 1024).astype(np.uint16), np.diag([0.7, 0.7, 3.0, 1.0]))
+    image.header.set_data_dtype(np.uint16)
+    image.header.set_slope_inter(1.0, -1024.0)
+    path = str(tmp_path / "scaled.nii.gz")
+    nib.save(image, path)
+    np.testing.assert_allclose(nib.load(path).get_fdata(), hu)
+    out = nib.load(super_resolve_file(NearestUpsample(2), path, str(tmp_path), modality="ct"))
+    assert out.get_data_dtype() == np.uint16
+    np.testing.assert_allclose(out.get_fdata()[::2, ::2], np.clip(hu, -1000, 400), atol=1.0)
+
+
 def test_output_dtype_override_and_output_name(tmp_path):
     volume = mr_volume((16, 16, 4))
     path = str(tmp_path / "a.nii")
