@@ -5,8 +5,9 @@ Protocol (see the design doc):
 - each HR volume is loaded with ``transforms.volume_transforms`` (RAS, intensities normalised to
   [0, 1] from the HR volume itself: CT window, MR foreground percentiles; foreground mask), and its
   in-plane size is centre-cropped to a multiple of the scale, as for validation during training;
-- LR = ``transforms.bicubic_downsample`` of every axial slice (the operator used for training),
-  bicubic baseline = ``transforms.bicubic_upsample`` of LR, SR = the generator on LR (and any extra
+- LR = ``transforms.MakeLowResolutiond`` of every axial slice, exactly the LR of training and
+  validation (``bicubic_downsample``, clamped to [0, 1]), bicubic baseline =
+  ``transforms.bicubic_upsample`` of LR, SR = the generator on LR (and any extra
   generators, e.g. the MSE-only model); every output is clamped to [0, 1];
 - metrics per volume with ``data_range = 1`` (on grayscale images the paper's "Y channel" is the
   image itself):
@@ -250,7 +251,7 @@ def evaluate(
     Returns:
         the summary written to ``summary.json``.
     """
-    from monai_lstmagan.transforms import bicubic_downsample, bicubic_upsample, volume_transforms
+    from monai_lstmagan.transforms import MakeLowResolutiond, bicubic_upsample, volume_transforms
 
     output_dir = check_output_dir(output_dir)
     extra_checkpoints = dict(extra_checkpoints or {})
@@ -270,6 +271,9 @@ def evaluate(
         name = _volume_name(item, used_names)
         data = volume_transforms(item.get("modality", modality))({"image": item["image"], "modality": item.get("modality", modality)})
         image, mask = data["image"], data["mask"]
+        affine = np.asarray(getattr(image, "affine", torch.eye(4)), dtype=np.float64)  # RAS, of the whole volume
+        image = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
+        mask = mask.as_tensor() if hasattr(mask, "as_tensor") else torch.as_tensor(mask)
         _, x, y, _ = image.shape
         x0, x1 = _centre_crop_offsets(x, scale)
         y0, y1 = _centre_crop_offsets(y, scale)
@@ -278,7 +282,7 @@ def evaluate(
         hr_volume = torch.as_tensor(image[:, x0:x1, y0:y1, :], dtype=torch.float32)  # [1, X, Y, Z]
         mask_volume = torch.as_tensor(mask[:, x0:x1, y0:y1, :], dtype=torch.float32)
         hr = hr_volume[0].permute(2, 0, 1).unsqueeze(1)  # [Z, 1, X, Y]
-        lr = bicubic_downsample(hr, scale)
+        lr = MakeLowResolutiond("hr", "lr", scale=scale)({"hr": hr})["lr"]  # the LR of training and validation
         outputs = {"bicubic": bicubic_upsample(lr, scale).clamp(0.0, 1.0)}
         lr_volume = lr[:, 0].permute(1, 2, 0).unsqueeze(0)  # [1, X/s, Y/s, Z]
         for method, net in generators.items():
@@ -303,7 +307,6 @@ def evaluate(
         if save_volumes:
             folder = os.path.join(output_dir, "volumes")
             os.makedirs(folder, exist_ok=True)
-            affine = np.asarray(getattr(image, "affine", torch.eye(4)), dtype=np.float64)
             hr_affine = affine.copy()
             hr_affine[:3, 3] = affine[:3, 3] + affine[:3, :3] @ np.array([x0, y0, 0.0])
             _save_nifti(hr_volume, hr_affine, os.path.join(folder, f"{name}_hr.nii.gz"))

@@ -45,6 +45,7 @@ __all__ = [
     "super_resolve_volume",
     "iter_super_resolved_slices",
     "upsampled_affine",
+    "Scan",
     "read_scan",
     "super_resolve_file",
     "run_inference",

@@ -24,6 +24,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 __all__ = ["plot_training_curves", "plot_comparison", "read_epoch_means", "choose_inset"]
 
@@ -31,7 +32,7 @@ LOSS_COLUMNS = ("loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_
 LOSS_TITLES = {
     "loss": "G total loss",
     "mse": "G content (MSE)",
-    "perceptual": "G perceptual (VGG, weighted input)",
+    "perceptual": "G perceptual (VGG features)",
     "adversarial": "G adversarial",
     "d_loss": "D loss",
     "gradient_penalty": "gradient penalty",
@@ -144,6 +145,7 @@ def _plot_losses(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
         ax.plot(means["epoch"], means[c], marker="o", markersize=3)
         ax.set_title(LOSS_TITLES[c])
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
@@ -163,6 +165,7 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylabel("accuracy")
     ax.set_title("Discriminator accuracy (mean per epoch)")
     ax.grid(alpha=0.3)
@@ -187,6 +190,7 @@ def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
             ax.plot(means["epoch"], means[bic_col], linestyle="--", label="bicubic")
         ax.set_title(f"validation {metric.upper()}" + (" (dB)" if metric == "psnr" else ""))
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
     fig.tight_layout()
