@@ -9,8 +9,9 @@ and (with ``--json``) writes the same numbers as JSON. It measures, in one proce
    ``MSE + 6e-3 * perceptual + 1e-3 * adversarial``). Both start from the same weights, see the same batch
    and the same random seed; their first-iteration losses are compared to show that the math is the same.
    The VGG19 of the perceptual loss has RANDOM weights (no download): the cost is that of the real loss.
-   Warm-up iterations are excluded; the median over the timed iterations is reported; engine and reference
-   run in alternating order over ``rounds`` rounds to spread the noise of a shared machine over both.
+   Warm-up iterations are excluded; the median (and the minimum, the least disturbed iteration on a shared
+   machine) over the timed iterations is reported; engine and reference run in alternating order over
+   ``rounds`` rounds to spread the noise of a shared machine over both.
 2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.super_resolve_volume`
    (``batch_size`` slices per forward) against a naive loop over one slice at a time, for a volume whose
    super-resolved size is ``volume_shape`` (the LR input is ``X/s x Y/s x Z``, as in the evaluation
@@ -23,14 +24,17 @@ Memory: ``peak RSS`` is the high-water mark of the whole process' resident set (
 ``/proc/self/status``, reset through ``/proc/self/clear_refs`` at the start of the timed part; where that reset is
 refused, ``VmRSS`` sampled every millisecond by a thread), so it includes the Python runtime, the libraries and
 every model alive in the process; ``RSS increase`` is that peak minus the resident set at the start of the timed
-part, i.e. what the measured work added. ``peak CUDA`` is ``torch.cuda.max_memory_allocated`` (tensors only,
-not the caching allocator's reserve or the CUDA context).
+part, i.e. what the measured work added (the C allocator's free memory is handed back to the OS with glibc's
+``malloc_trim`` first, so that memory freed earlier and kept by the allocator does not hide new allocations).
+``peak CUDA`` is ``torch.cuda.max_memory_allocated`` (tensors only, not the caching allocator's reserve or the
+CUDA context).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import ctypes
 import json
 import math
 import os
@@ -118,7 +122,7 @@ class TrainingBenchConfig:
 
     generator: dict[str, Any] = field(default_factory=dict)
     scale: int = 4
-    batch_size: int = 4
+    batch_size: int = 8
     num_slices: int = 16
     crop_size: int = 96
     critic: dict[str, Any] = field(default_factory=dict)
@@ -131,7 +135,9 @@ class TrainingBenchConfig:
 
     def __post_init__(self) -> None:
         if self.warmup < 1 or self.iterations < 1 or self.rounds < 1:
-            raise ValueError(f"warmup, iterations and rounds must be >= 1, got {self.warmup}, {self.iterations}, {self.rounds}.")
+            raise ValueError(
+                f"warmup, iterations and rounds must be >= 1, got {self.warmup}, {self.iterations}, {self.rounds}."
+            )
         if self.crop_size % self.scale:
             raise ValueError(f"crop_size {self.crop_size} is not divisible by scale {self.scale}.")
 
@@ -168,7 +174,9 @@ _SMALL_GENERATOR = {"num_blocks": 4, "channels": 32}
 
 
 def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig, InferenceBenchConfig]:
-    """Default sizes: the default generator on CUDA; the small CPU generator (4 blocks, 32 channels) otherwise.
+    """Default sizes: on CUDA those of the bundle's full-size training (default generator, x4, batch 8 x 16
+    slices of 96x96, default LSTM critic, VGG54 perceptual loss); otherwise the small CPU generator
+    (4 blocks, 32 channels), x2, one sequence of 16 slices of 64x64. Inference: a 256x256x48 SR volume at x2, x4.
 
     Args:
         device: ``"cpu"`` or ``"cuda"``.
@@ -177,7 +185,14 @@ def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig
     if quick:
         return (
             TrainingBenchConfig(
-                generator=_SMALL_GENERATOR, scale=2, batch_size=1, num_slices=8, crop_size=32, warmup=1, iterations=3, rounds=1
+                generator=_SMALL_GENERATOR,
+                scale=2,
+                batch_size=1,
+                num_slices=8,
+                crop_size=32,
+                warmup=1,
+                iterations=3,
+                rounds=1,
             ),
             InferenceBenchConfig(generator=_SMALL_GENERATOR, volume_shape=(128, 128, 16), repeats=2),
         )
@@ -185,7 +200,14 @@ def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig
         return TrainingBenchConfig(), InferenceBenchConfig(repeats=5)
     return (
         TrainingBenchConfig(
-            generator=_SMALL_GENERATOR, scale=2, batch_size=1, num_slices=16, crop_size=64, warmup=1, iterations=4, rounds=2
+            generator=_SMALL_GENERATOR,
+            scale=2,
+            batch_size=1,
+            num_slices=16,
+            crop_size=64,
+            warmup=1,
+            iterations=2,
+            rounds=4,
         ),
         InferenceBenchConfig(generator=_SMALL_GENERATOR, repeats=2),
     )
@@ -201,6 +223,14 @@ def _status_kib(key: str) -> int | None:
     except OSError:
         return None
     return int(match.group(1)) if match else None
+
+
+def _release_free_heap() -> None:
+    """Return the C allocator's free memory to the OS (glibc ``malloc_trim``), so that RSS counts live memory."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
 
 
 def _reset_peak_rss() -> bool:
@@ -244,6 +274,7 @@ class PeakMemoryTracker:
         if self.cuda_device is not None:
             torch.cuda.synchronize(self.cuda_device)
             torch.cuda.reset_peak_memory_stats(self.cuda_device)
+        _release_free_heap()
         self._start_rss = _status_kib("VmRSS")
         if self._start_rss is None:
             self.method = None
@@ -257,7 +288,10 @@ class PeakMemoryTracker:
             self._sampler.start()
 
     def stop(self) -> dict[str, float | str | None]:
-        """End the measurement: ``{"peak_rss_mib", "rss_increase_mib", "peak_cuda_mib", "rss_method"}`` (``None`` if unknown)."""
+        """End the measurement: ``{"peak_rss_mib", "rss_increase_mib", "peak_cuda_mib", "rss_method"}``.
+
+        Values that cannot be measured here are ``None``.
+        """
         peak_cuda = None
         if self.cuda_device is not None:
             torch.cuda.synchronize(self.cuda_device)
@@ -272,7 +306,9 @@ class PeakMemoryTracker:
             peak_kib = max(self._sampled_peak, _status_kib("VmRSS") or 0)
         return {
             "peak_rss_mib": None if peak_kib is None else peak_kib / 1024.0,
-            "rss_increase_mib": None if peak_kib is None or self._start_rss is None else (peak_kib - self._start_rss) / 1024.0,
+            "rss_increase_mib": (
+                None if peak_kib is None or self._start_rss is None else (peak_kib - self._start_rss) / 1024.0
+            ),
             "peak_cuda_mib": peak_cuda,
             "rss_method": self.method,
         }
@@ -298,6 +334,8 @@ def _synchronize(device: torch.device) -> None:
 def _check_variant(variant: Variant, device: torch.device) -> None:
     if device.type != "cuda" and (variant.bf16 or variant.channels_last or variant.compile):
         raise ValueError(f"variant {variant.name!r} is measured on CUDA only, got device '{device}'.")
+    if variant.compile:  # fresh compile caches: every variant/scale compiles the same forward code objects
+        torch.compiler.reset()
 
 
 def _autocast(variant: Variant, device: torch.device):
@@ -306,10 +344,12 @@ def _autocast(variant: Variant, device: torch.device):
 
 def _seconds_summary(seconds: Sequence[float], items: float, unit: str) -> dict[str, Any]:
     median = statistics.median(seconds)
-    return {"seconds": list(seconds), "median_s": median, f"{unit}_per_s": items / median}
+    return {"seconds": list(seconds), "median_s": median, "min_s": min(seconds), f"{unit}_per_s": items / median}
 
 
-def matmul_gflops(device: str | torch.device, size: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 5) -> float:
+def matmul_gflops(
+    device: str | torch.device, size: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 5
+) -> float:
     """GFLOP/s of a square ``size x size`` matmul (median of ``repeats``, after one warm-up), a reference ceiling.
 
     Args:
@@ -346,7 +386,9 @@ class _TrainingSetup:
     d_optimizer: torch.optim.Optimizer
 
 
-def _training_setup(generator: nn.Module, critic: nn.Module, vgg: nn.Module, variant: Variant, device: torch.device) -> _TrainingSetup:
+def _training_setup(
+    generator: nn.Module, critic: nn.Module, vgg: nn.Module, variant: Variant, device: torch.device
+) -> _TrainingSetup:
     generator, critic, vgg = generator.to(device), critic.to(device), vgg.to(device)
     if variant.channels_last:
         for module in (generator, critic, vgg):
@@ -355,8 +397,8 @@ def _training_setup(generator: nn.Module, critic: nn.Module, vgg: nn.Module, var
         generator,
         critic,
         vgg,
-        torch.optim.Adam(generator.parameters(), lr=1e-4),
-        torch.optim.Adam(critic.parameters(), lr=1e-4),
+        torch.optim.Adam(generator.parameters(), lr=1e-4, betas=(0.9, 0.99)),
+        torch.optim.Adam(critic.parameters(), lr=1e-4, betas=(0.9, 0.99)),
     )
 
 
@@ -454,11 +496,11 @@ def benchmark_training(
 
     Returns:
         ``{"variant", "slices_per_iteration", "engine": {...}, "reference": {...}, "engine_time_ratio",
-        "engine_overhead_ms", "first_iteration": {...}}`` where each side holds ``seconds`` (every timed iteration), ``median_s``,
-        ``slices_per_s`` and the memory fields of :class:`PeakMemoryTracker`; ``engine_time_ratio`` is the
-        engine's median time over the reference's (1.0 = no overhead), ``engine_overhead_ms`` their difference
-        in milliseconds, and ``first_iteration`` the two sides'
-        losses of their first iteration (same weights, batch and seed, so they should agree).
+        "engine_overhead_ms", "first_iteration": {...}}`` where each side holds ``seconds`` (every timed
+        iteration), ``median_s``, ``min_s``, ``slices_per_s`` (from the median) and the memory fields of
+        :class:`PeakMemoryTracker`; ``engine_time_ratio`` is the engine's median time over the reference's
+        (1.0 = no overhead), ``engine_overhead_ms`` their difference in milliseconds, and ``first_iteration``
+        the two sides' losses of their first iteration (same weights, batch and seed, so they should agree).
     """
     device = torch.device(device)
     _check_variant(variant, device)
@@ -467,7 +509,9 @@ def benchmark_training(
     critic = LSTMDiscriminator(num_slices=config.num_slices, **config.critic)
     perceptual = PerceptualLoss(layer=config.perceptual_layer, weights=None)  # random VGG19: same cost, no download
     reference = ReferenceTrainingLoop(
-        _training_setup(copy.deepcopy(generator), copy.deepcopy(critic), copy.deepcopy(perceptual.vgg), variant, device),
+        _training_setup(
+            copy.deepcopy(generator), copy.deepcopy(critic), copy.deepcopy(perceptual.vgg), variant, device
+        ),
         config.n_critic,
         variant,
         device,
@@ -565,7 +609,9 @@ def _inference_model(generator: nn.Module, variant: Variant, device: torch.devic
     return model
 
 
-def naive_super_resolve_volume(generator: nn.Module, volume: torch.Tensor, scale: int, device: str | torch.device = "cpu") -> torch.Tensor:
+def naive_super_resolve_volume(
+    generator: nn.Module, volume: torch.Tensor, scale: int, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """The naive floor: one axial slice per forward pass.
 
     Args:
@@ -727,7 +773,9 @@ def run_benchmark(
         "matmul_gflops": _ceilings(device) if ceiling else {},
         "training": [benchmark_training(training, device, VARIANTS[name]) for name in variants],
         "inference": [
-            benchmark_inference(inference, scale, device, VARIANTS[name]) for name in variants for scale in inference.scales
+            benchmark_inference(inference, scale, device, VARIANTS[name])
+            for name in variants
+            for scale in inference.scales
         ],
         "notes": [
             "perceptual loss: VGG19 with random weights (no download); the cost equals the ImageNet-weighted loss",
@@ -747,61 +795,83 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _ceiling_for(result: dict[str, Any], variant: str) -> float | None:
+    """The matmul ceiling a variant is compared with: bf16 for autocast variants, else TF32 (CUDA) or fp32."""
     ceilings = result["matmul_gflops"]
     if VARIANTS[variant].bf16:
         return ceilings.get("bf16")
     return ceilings.get("tf32", ceilings.get("fp32"))
 
 
+def _memory_cells(side: dict[str, Any]) -> list[str]:
+    return [_fmt(side["peak_rss_mib"], 0), _fmt(side["rss_increase_mib"], 0), _fmt(side["peak_cuda_mib"], 0)]
+
+
 def format_tables(result: dict[str, Any]) -> str:
-    """Markdown: a header with the hardware, the training table and the inference table of :func:`run_benchmark`."""
+    """Markdown: a line naming the hardware, then the training and the inference table of :func:`run_benchmark`."""
     info = result["device"]
     train_cfg, infer_cfg = result["config"]["training"], result["config"]["inference"]
     ceilings = ", ".join(f"{dtype} {_fmt(value, 0)} GFLOP/s" for dtype, value in result["matmul_gflops"].items())
+    memory_header = ["peak RSS (MiB)", "RSS increase (MiB)", "peak CUDA (MiB)"]
+    training_rows = []
+    for row in result["training"]:
+        min_ratio = row["engine"]["min_s"] / row["reference"]["min_s"]
+        for name, label in (("engine", "AdversarialTrainer"), ("reference", "plain PyTorch")):
+            side = row[name]
+            ratio = f"{row['engine_time_ratio']:.3f}; {min_ratio:.3f}" if name == "engine" else ""
+            training_rows.append(
+                [row["variant"], label, _fmt(side["median_s"], 3), _fmt(side["min_s"], 3), _fmt(side["slices_per_s"])]
+                + _memory_cells(side)
+                + [ratio]
+            )
+    inference_rows = []
+    for row in result["inference"]:
+        ceiling = _ceiling_for(result, row["variant"])
+        shapes = " -> ".join("x".join(str(v) for v in row[key]) for key in ("lr_shape", "sr_shape"))
+        for name, label in (("streaming", f"super_resolve_volume, {row['batch_size']} slices"), ("naive", "1 slice")):
+            side = row[name]
+            share = 100.0 * side["gflop_per_s"] / ceiling if ceiling else None
+            speedup = f"{row['streaming_speedup']:.2f}" if name == "streaming" else ""
+            inference_rows.append(
+                [row["variant"], f"x{row['scale']}", shapes, label, _fmt(side["median_s"], 2)]
+                + [_fmt(side["voxels_per_s"] / 1e6, 2), _fmt(side["gflop_per_s"]), _fmt(share, 0)]
+                + _memory_cells(side)
+                + [speedup]
+            )
     lines = [
         f"Device: {info['type']} ({info['name']}), torch {info['torch']}, {info['threads']} threads."
         + (f" Matmul ceiling: {ceilings}." if ceilings else ""),
         "",
         f"Training: generator {train_cfg['generator'] or 'default'} x{train_cfg['scale']}, batch "
-        f"{train_cfg['batch_size']} x {train_cfg['num_slices']} slices of {train_cfg['crop_size']}^2 HR, LSTM critic, "
-        f"WGAN-GP (n_critic={train_cfg['n_critic']}), perceptual {train_cfg['perceptual_layer']} (random VGG19 "
-        f"weights); median of {train_cfg['iterations'] * train_cfg['rounds']} timed iterations after warm-up.",
+        f"{train_cfg['batch_size']} x {train_cfg['num_slices']} slices of {train_cfg['crop_size']}x"
+        f"{train_cfg['crop_size']} HR, LSTM critic, WGAN-GP (n_critic={train_cfg['n_critic']}), MSE + perceptual "
+        f"{train_cfg['perceptual_layer']} (random VGG19 weights); "
+        f"{train_cfg['iterations'] * train_cfg['rounds']} timed iterations after warm-up.",
         "",
-        "| variant | loop | s / iteration | slices / s | peak RSS (MiB) | RSS increase (MiB) | peak CUDA (MiB) | engine / reference time |",
-        "|---|---|---|---|---|---|---|---|",
+        *_markdown_table(
+            ["variant", "loop", "s / iteration (median)", "(min)", "slices / s"]
+            + memory_header
+            + ["engine / reference time (median; min)"],
+            training_rows,
+        ),
+        "",
+        f"Inference: generator {infer_cfg['generator'] or 'default'}, SR volume "
+        f"{'x'.join(str(v) for v in infer_cfg['volume_shape'])} (LR = SR / scale in-plane), streaming "
+        f"super_resolve_volume vs one slice per forward; median of {infer_cfg['repeats']} runs.",
+        "",
+        *_markdown_table(
+            ["variant", "scale", "LR -> SR", "slices per forward", "s / volume (median)", "output Mvoxel / s"]
+            + ["GFLOP/s", "% of matmul ceiling"]
+            + memory_header
+            + ["streaming speed-up"],
+            inference_rows,
+        ),
     ]
-    for row in result["training"]:
-        for name, label in (("engine", "AdversarialTrainer"), ("reference", "plain PyTorch")):
-            side = row[name]
-            lines.append(
-                f"| {row['variant']} | {label} | {_fmt(side['median_s'], 3)} | {_fmt(side['slices_per_s'], 1)} | "
-                f"{_fmt(side['peak_rss_mib'], 0)} | {_fmt(side['rss_increase_mib'], 0)} | {_fmt(side['peak_cuda_mib'], 0)} | "
-                + (f"{row['engine_time_ratio']:.3f} |" if name == "engine" else " |")
-            )
-    shape = "x".join(str(v) for v in infer_cfg["volume_shape"])
-    lines += [
-        "",
-        f"Inference: generator {infer_cfg['generator'] or 'default'}, SR volume {shape} (LR = SR / scale in-plane), "
-        f"streaming batch {infer_cfg['batch_size']} slices vs one slice at a time; median of {infer_cfg['repeats']} runs.",
-        "",
-        "| variant | scale | LR -> SR | method | s / volume | output Mvoxel / s | GFLOP/s | % of matmul ceiling | "
-        "peak RSS (MiB) | RSS increase (MiB) | peak CUDA (MiB) | streaming speed-up |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for row in result["inference"]:
-        ceiling = _ceiling_for(result, row["variant"])
-        lr = "x".join(str(v) for v in row["lr_shape"])
-        sr = "x".join(str(v) for v in row["sr_shape"])
-        for name, label in (("streaming", f"super_resolve_volume (batch {row['batch_size']})"), ("naive", "1 slice / forward")):
-            side = row[name]
-            share = 100.0 * side["gflop_per_s"] / ceiling if ceiling else None
-            lines.append(
-                f"| {row['variant']} | x{row['scale']} | {lr} -> {sr} | {label} | {_fmt(side['median_s'], 2)} | "
-                f"{_fmt(side['voxels_per_s'] / 1e6, 2)} | {_fmt(side['gflop_per_s'], 1)} | {_fmt(share, 0)} | "
-                f"{_fmt(side['peak_rss_mib'], 0)} | {_fmt(side['rss_increase_mib'], 0)} | {_fmt(side['peak_cuda_mib'], 0)} | "
-                + (f"{row['streaming_speedup']:.2f} |" if name == "streaming" else " |")
-            )
     return "\n".join(lines)
 
 

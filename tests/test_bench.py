@@ -1,4 +1,7 @@
-"""Benchmark plumbing on tiny sizes: JSON structure, positive finite numbers, consistent ratios (no timing thresholds)."""
+"""Benchmark plumbing on tiny sizes: JSON structure, positive finite numbers, consistent ratios.
+
+No timing thresholds: the numbers depend on the machine and its load.
+"""
 
 from __future__ import annotations
 
@@ -37,7 +40,9 @@ TINY_TRAINING = TrainingBenchConfig(
     iterations=2,
     rounds=2,
 )
-TINY_INFERENCE = InferenceBenchConfig(generator=TINY_GENERATOR, volume_shape=(32, 32, 4), scales=(2, 4), batch_size=3, repeats=2)
+TINY_INFERENCE = InferenceBenchConfig(
+    generator=TINY_GENERATOR, volume_shape=(32, 32, 4), scales=(2, 4), batch_size=3, repeats=2
+)
 
 
 def positive_finite(value) -> bool:
@@ -75,6 +80,7 @@ def test_training_result_structure_and_ratio(result):
         assert len(side["seconds"]) == TINY_TRAINING.iterations * TINY_TRAINING.rounds  # warm-up excluded
         assert all(positive_finite(s) for s in side["seconds"])
         assert side["median_s"] == pytest.approx(statistics.median(side["seconds"]))
+        assert side["min_s"] == min(side["seconds"]) <= side["median_s"]
         assert side["slices_per_s"] == pytest.approx(4 / side["median_s"])
         check_memory(side)
     assert row["engine_time_ratio"] == pytest.approx(row["engine"]["median_s"] / row["reference"]["median_s"])
@@ -112,7 +118,7 @@ def test_ceiling_tables_and_json_roundtrip(result):
     json.dumps(result, allow_nan=False)  # plain JSON: no tensors, no NaN/Inf
     tables = format_tables(result)
     assert tables.count("| fp32 | AdversarialTrainer |") == 1 and tables.count("| fp32 | plain PyTorch |") == 1
-    assert tables.count("1 slice / forward") == 2
+    assert tables.count("| 1 slice |") == 2 and tables.count("| super_resolve_volume, 3 slices |") == 2
     assert f"{result['training'][0]['engine_time_ratio']:.3f}" in tables
 
 
