@@ -57,11 +57,14 @@ def test_training_curves_empty_csvs(tmp_path):
 
 
 def test_comparison_panel(tmp_path):
-    hr = torch.zeros(40, 36)
-    hr[20:30, 5:15] = torch.rand(10, 10)  # the only detailed region
+    # flat grey with one checkerboard region of the same mean: a window straddling its edge has less
+    # variance than one inside it, so the inset must land inside the detail
+    hr = torch.full((40, 36), 0.5)
+    rows, cols = torch.meshgrid(torch.arange(12), torch.arange(12), indexing="ij")
+    hr[20:32, 4:16] = ((rows + cols) % 2).float()
     inset = choose_inset(hr.numpy())
     row, col, h, w = inset
-    overlap = max(0, min(row + h, 30) - max(row, 20)) * max(0, min(col + w, 15) - max(col, 5))
+    overlap = max(0, min(row + h, 32) - max(row, 20)) * max(0, min(col + w, 16) - max(col, 4))
     assert overlap > 0.5 * h * w  # the inset lands on the detail, not on the flat background
     out = plot_comparison(hr, hr * 0.9, hr + 0.05, str(tmp_path / "fig" / "case.png"), title="case", extra={"mse_only": hr})
     assert os.path.getsize(out) > 10_000
