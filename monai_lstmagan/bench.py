@@ -7,11 +7,11 @@ and (with ``--json``) writes the same numbers as JSON. It measures, in one proce
    (WGAN-GP objective, LSTM critic, hybrid loss with the VGG19 perceptual term) against a plain-PyTorch loop
    that does the same math (``n_critic`` critic steps with the gradient penalty, then the generator step with
    ``MSE + 6e-3 * perceptual + 1e-3 * adversarial``). Both start from the same weights, see the same batch
-   and the same random seed; their first-iteration losses are compared to show that the math is the same.
+   and the same random seeds; their losses are compared at every iteration to show that the math is the same.
    The VGG19 of the perceptual loss has RANDOM weights (no download): the cost is that of the real loss.
-   Warm-up iterations are excluded; the median (and the minimum, the least disturbed iteration on a shared
-   machine) over the timed iterations is reported; engine and reference run in alternating order over
-   ``rounds`` rounds to spread the noise of a shared machine over both.
+   Engine and reference iterations alternate one by one, so both see the same load of a shared machine;
+   warm-up iterations are excluded; the median and the minimum (the least disturbed iteration) over the
+   timed iterations are reported, with the ratio of the medians and the median of the per-iteration ratios.
 2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.super_resolve_volume`
    (``batch_size`` slices per forward) against a naive loop over one slice at a time, for a volume whose
    super-resolved size is ``volume_shape`` (the LR input is ``X/s x Y/s x Z``, as in the evaluation
@@ -67,6 +67,7 @@ __all__ = [
     "VARIANTS",
     "bench_configs",
     "PeakMemoryTracker",
+    "ReferenceTrainingLoop",
     "matmul_gflops",
     "benchmark_training",
     "benchmark_inference",
@@ -114,9 +115,8 @@ class TrainingBenchConfig:
         critic: ``LSTMDiscriminator`` kwargs (besides ``num_slices``).
         perceptual_layer: VGG19 layer of the perceptual loss (SRGAN's VGG54 is ``relu5_4``).
         n_critic: critic steps per generator step.
-        warmup: untimed iterations per round (>= 1).
-        iterations: timed iterations per round.
-        rounds: rounds of (engine, reference) in alternating order.
+        warmup: untimed iterations (>= 1) of each side.
+        iterations: timed iterations of each side.
         seed: seed of the weights, the batch and the gradient penalty's mixing weights.
     """
 
@@ -130,14 +130,11 @@ class TrainingBenchConfig:
     n_critic: int = 1
     warmup: int = 3
     iterations: int = 10
-    rounds: int = 2
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.warmup < 1 or self.iterations < 1 or self.rounds < 1:
-            raise ValueError(
-                f"warmup, iterations and rounds must be >= 1, got {self.warmup}, {self.iterations}, {self.rounds}."
-            )
+        if self.warmup < 1 or self.iterations < 1:
+            raise ValueError(f"warmup and iterations must be >= 1, got {self.warmup}, {self.iterations}.")
         if self.crop_size % self.scale:
             raise ValueError(f"crop_size {self.crop_size} is not divisible by scale {self.scale}.")
 
@@ -174,9 +171,11 @@ _SMALL_GENERATOR = {"num_blocks": 4, "channels": 32}
 
 
 def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig, InferenceBenchConfig]:
-    """Default sizes: on CUDA those of the bundle's full-size training (default generator, x4, batch 8 x 16
-    slices of 96x96, default LSTM critic, VGG54 perceptual loss); otherwise the small CPU generator
-    (4 blocks, 32 channels), x2, one sequence of 16 slices of 64x64. Inference: a 256x256x48 SR volume at x2, x4.
+    """Default benchmark sizes for a device.
+
+    On CUDA: the sizes of the bundle's full-size training (default generator, x4, batch 8 x 16 slices of
+    96x96, default LSTM critic, VGG54 perceptual loss). Otherwise the small CPU generator (4 blocks,
+    32 channels), x2, one sequence of 16 slices of 64x64. Inference: a 256x256x48 SR volume at x2 and x4.
 
     Args:
         device: ``"cpu"`` or ``"cuda"``.
@@ -185,31 +184,29 @@ def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig
     if quick:
         return (
             TrainingBenchConfig(
-                generator=_SMALL_GENERATOR,
+                generator=dict(_SMALL_GENERATOR),
                 scale=2,
                 batch_size=1,
                 num_slices=8,
                 crop_size=32,
                 warmup=1,
-                iterations=3,
-                rounds=1,
+                iterations=4,
             ),
-            InferenceBenchConfig(generator=_SMALL_GENERATOR, volume_shape=(128, 128, 16), repeats=2),
+            InferenceBenchConfig(generator=dict(_SMALL_GENERATOR), volume_shape=(128, 128, 16), repeats=2),
         )
     if torch.device(device).type == "cuda":
         return TrainingBenchConfig(), InferenceBenchConfig(repeats=5)
     return (
         TrainingBenchConfig(
-            generator=_SMALL_GENERATOR,
+            generator=dict(_SMALL_GENERATOR),
             scale=2,
             batch_size=1,
             num_slices=16,
             crop_size=64,
-            warmup=1,
-            iterations=2,
-            rounds=4,
+            warmup=2,
+            iterations=10,
         ),
-        InferenceBenchConfig(generator=_SMALL_GENERATOR, repeats=2),
+        InferenceBenchConfig(generator=dict(_SMALL_GENERATOR), repeats=3),
     )
 
 
@@ -338,7 +335,8 @@ def _check_variant(variant: Variant, device: torch.device) -> None:
         torch.compiler.reset()
 
 
-def _autocast(variant: Variant, device: torch.device):
+def _autocast(variant: Variant):
+    """CUDA bfloat16 autocast for the bf16 variants, else nothing."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if variant.bf16 else nullcontext()
 
 
@@ -441,22 +439,22 @@ class ReferenceTrainingLoop:
             (grad,) = torch.autograd.grad(critic(mixed).float().sum(), mixed, create_graph=True)
             return ((grad.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
-    def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+    def step(self, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, torch.Tensor]:
         """One iteration; returns the G loss ``"loss"`` and the last critic loss ``"d_loss"`` as tensors."""
         setup = self.setup
         lr, hr = lr.to(self.device), hr.to(self.device)
         setup.g_optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.variant, self.device):
+        with _autocast(self.variant):
             sr = self.generator(lr)
         fake = sr.detach().float()
         for _ in range(self.n_critic):
             setup.d_optimizer.zero_grad(set_to_none=True)
-            with _autocast(self.variant, self.device):
+            with _autocast(self.variant):
                 d_real, d_fake = setup.critic(hr).float(), setup.critic(fake).float()
                 d_loss = d_fake.mean() - d_real.mean() + self.gp_weight * self._gradient_penalty(hr, fake)
             d_loss.backward()
             setup.d_optimizer.step()
-        with _autocast(self.variant, self.device):
+        with _autocast(self.variant):
             setup.critic.requires_grad_(False)
             adversarial = -setup.critic(sr.float()).float().mean()
             setup.critic.requires_grad_(True)
@@ -478,15 +476,17 @@ def _training_batch(config: TrainingBenchConfig) -> dict[str, torch.Tensor]:
     return {"hr": hr, "lr": bicubic_downsample(hr, config.scale).clamp(0.0, 1.0)}
 
 
-def _intervals(stamps: Sequence[float], warmup: int) -> list[float]:
-    """Durations of the iterations after ``warmup`` from the completion time stamps of every iteration."""
-    return [stamps[i] - stamps[i - 1] for i in range(warmup, len(stamps))]
-
-
 def benchmark_training(
     config: TrainingBenchConfig, device: str | torch.device = "cpu", variant: Variant = VARIANTS["fp32"]
 ) -> dict[str, Any]:
-    """Time ``AdversarialTrainer`` iterations against :class:`ReferenceTrainingLoop` on the same batch.
+    """Time ``AdversarialTrainer`` iterations against :class:`ReferenceTrainingLoop`, interleaved one by one.
+
+    The reference step runs inside the engine's ``ITERATION_COMPLETED`` handler, so engine iteration ``i`` and
+    reference iteration ``i`` run back to back and see the same machine load. An engine iteration is timed
+    from the end of the previous reference step to the end of its own ``_iteration`` and the handlers
+    before this one, so it includes ignite's loop, the batch fetch, ``prepare_batch`` and the events. Both
+    sides start from the same weights, use the same batch and are re-seeded with ``seed + i`` before
+    iteration ``i`` (the gradient penalty's mixing weights), so they follow the same trajectory.
 
     Args:
         config: sizes and iteration counts.
@@ -496,11 +496,13 @@ def benchmark_training(
 
     Returns:
         ``{"variant", "slices_per_iteration", "engine": {...}, "reference": {...}, "engine_time_ratio",
-        "engine_overhead_ms", "first_iteration": {...}}`` where each side holds ``seconds`` (every timed
-        iteration), ``median_s``, ``min_s``, ``slices_per_s`` (from the median) and the memory fields of
-        :class:`PeakMemoryTracker`; ``engine_time_ratio`` is the engine's median time over the reference's
-        (1.0 = no overhead), ``engine_overhead_ms`` their difference in milliseconds, and ``first_iteration``
-        the two sides' losses of their first iteration (same weights, batch and seed, so they should agree).
+        "paired_time_ratio", "engine_overhead_ms", "losses": {...}, "max_loss_difference"}``. Each side holds
+        ``seconds`` (every timed iteration), ``median_s``, ``min_s``, ``slices_per_s`` (from the median) and
+        the memory fields of :class:`PeakMemoryTracker` (maximum over the timed iterations).
+        ``engine_time_ratio`` is the engine's median time over the reference's (1.0 = no overhead),
+        ``paired_time_ratio`` the median of the per-iteration ratios, ``engine_overhead_ms`` the difference
+        of the medians; ``losses`` holds every iteration's ``"loss"`` and ``"d_loss"`` of both sides and
+        ``max_loss_difference`` their largest absolute difference.
     """
     device = torch.device(device)
     _check_variant(variant, device)
@@ -518,12 +520,10 @@ def benchmark_training(
     )
     engine_setup = _training_setup(generator, critic, perceptual.vgg, variant, device)
     batch = _training_batch(config)
-    per_round = config.warmup + config.iterations
-    tracker = PeakMemoryTracker(device)
     trainer = AdversarialTrainer(
         device=device,
         max_epochs=1,
-        train_data_loader=[batch] * per_round,
+        train_data_loader=[batch] * (config.warmup + config.iterations),
         network=engine_setup.generator,
         optimizer=engine_setup.g_optimizer,
         loss_function=HybridLoss(perceptual),
@@ -535,51 +535,53 @@ def benchmark_training(
         amp_dtype="bfloat16",
         compile=variant.compile,
     )
-    stamps: list[float] = []
-    first: dict[str, dict[str, float]] = {}
-
-    @trainer.on(Events.ITERATION_COMPLETED)
-    def _stamp(engine: AdversarialTrainer) -> None:
-        _synchronize(device)
-        stamps.append(time.perf_counter())
-        if "engine" not in first:
-            first["engine"] = {key: float(engine.state.output[key]) for key in ("loss", "d_loss")}
-        if len(stamps) == config.warmup:
-            tracker.start()
-
-    def run_engine() -> tuple[list[float], dict[str, Any]]:
-        stamps.clear()
-        trainer.run()  # a finished engine starts a fresh one-epoch run
-        return _intervals(stamps, config.warmup), tracker.stop()
-
-    def run_reference() -> tuple[list[float], dict[str, Any]]:
-        ref_stamps = []
-        for index in range(per_round):
-            losses = reference.step(batch["lr"], batch["hr"])
-            _synchronize(device)
-            ref_stamps.append(time.perf_counter())
-            if "reference" not in first:
-                first["reference"] = {key: float(value) for key, value in losses.items()}
-            if index == config.warmup - 1:
-                tracker.start()
-        return _intervals(ref_stamps, config.warmup), tracker.stop()
-
+    tracker = PeakMemoryTracker(device)
     seconds: dict[str, list[float]] = {"engine": [], "reference": []}
     memory: dict[str, list[dict[str, Any]]] = {"engine": [], "reference": []}
-    for round_index in range(config.rounds):
-        order = (("engine", run_engine), ("reference", run_reference))
-        for name, run in order if round_index % 2 == 0 else order[::-1]:
-            torch.manual_seed(config.seed + round_index)  # same gradient-penalty draws for both sides
-            times, mem = run()
-            seconds[name] += times
-            memory[name].append(mem)
+    losses: dict[str, dict[str, list[float]]] = {side: {"loss": [], "d_loss": []} for side in seconds}
+    engine_start = [0.0]
+
+    def record(side: str, index: int, duration: float, values: dict[str, Any]) -> None:
+        mem = tracker.stop()
+        for key in ("loss", "d_loss"):
+            losses[side][key].append(float(values[key]))
+        if index >= config.warmup:
+            seconds[side].append(duration)
+            memory[side].append(mem)
+
+    @trainer.on(Events.ITERATION_COMPLETED)
+    def _reference_step(engine: AdversarialTrainer) -> None:
+        _synchronize(device)
+        engine_end = time.perf_counter()
+        index = engine.state.iteration - 1
+        record("engine", index, engine_end - engine_start[0], engine.state.output)
+        torch.manual_seed(config.seed + index)
+        tracker.start()
+        reference_start = time.perf_counter()
+        values = reference.step(batch["lr"], batch["hr"])
+        _synchronize(device)
+        record("reference", index, time.perf_counter() - reference_start, values)
+        torch.manual_seed(config.seed + index + 1)
+        tracker.start()
+        engine_start[0] = time.perf_counter()
+
+    torch.manual_seed(config.seed)
+    tracker.start()
+    engine_start[0] = time.perf_counter()
+    trainer.run()
+
     slices = config.batch_size * config.num_slices
     result: dict[str, Any] = {"variant": variant.name, "slices_per_iteration": slices}
-    for name in ("engine", "reference"):
-        result[name] = {**_seconds_summary(seconds[name], slices, "slices"), **_max_memory(memory[name])}
-    result["engine_time_ratio"] = result["engine"]["median_s"] / result["reference"]["median_s"]
-    result["engine_overhead_ms"] = 1e3 * (result["engine"]["median_s"] - result["reference"]["median_s"])
-    result["first_iteration"] = first
+    for side in ("engine", "reference"):
+        result[side] = {**_seconds_summary(seconds[side], slices, "slices"), **_max_memory(memory[side])}
+    engine_median, reference_median = result["engine"]["median_s"], result["reference"]["median_s"]
+    result["engine_time_ratio"] = engine_median / reference_median
+    result["paired_time_ratio"] = statistics.median(e / r for e, r in zip(seconds["engine"], seconds["reference"]))
+    result["engine_overhead_ms"] = 1e3 * (engine_median - reference_median)
+    result["losses"] = losses
+    result["max_loss_difference"] = max(
+        abs(e - r) for key in ("loss", "d_loss") for e, r in zip(losses["engine"][key], losses["reference"][key])
+    )
     return result
 
 
@@ -820,10 +822,9 @@ def format_tables(result: dict[str, Any]) -> str:
     memory_header = ["peak RSS (MiB)", "RSS increase (MiB)", "peak CUDA (MiB)"]
     training_rows = []
     for row in result["training"]:
-        min_ratio = row["engine"]["min_s"] / row["reference"]["min_s"]
         for name, label in (("engine", "AdversarialTrainer"), ("reference", "plain PyTorch")):
             side = row[name]
-            ratio = f"{row['engine_time_ratio']:.3f}; {min_ratio:.3f}" if name == "engine" else ""
+            ratio = f"{row['engine_time_ratio']:.3f}; {row['paired_time_ratio']:.3f}" if name == "engine" else ""
             training_rows.append(
                 [row["variant"], label, _fmt(side["median_s"], 3), _fmt(side["min_s"], 3), _fmt(side["slices_per_s"])]
                 + _memory_cells(side)
@@ -851,12 +852,13 @@ def format_tables(result: dict[str, Any]) -> str:
         f"{train_cfg['batch_size']} x {train_cfg['num_slices']} slices of {train_cfg['crop_size']}x"
         f"{train_cfg['crop_size']} HR, LSTM critic, WGAN-GP (n_critic={train_cfg['n_critic']}), MSE + perceptual "
         f"{train_cfg['perceptual_layer']} (random VGG19 weights); "
-        f"{train_cfg['iterations'] * train_cfg['rounds']} timed iterations after warm-up.",
+        f"{train_cfg['iterations']} timed iterations after {train_cfg['warmup']} warm-up, engine and reference "
+        "alternating.",
         "",
         *_markdown_table(
             ["variant", "loop", "s / iteration (median)", "(min)", "slices / s"]
             + memory_header
-            + ["engine / reference time (median; min)"],
+            + ["engine / reference time (medians; paired)"],
             training_rows,
         ),
         "",
