@@ -13,7 +13,7 @@ and (with ``--json``) writes the same numbers as JSON. It measures, in one proce
    warm-up iterations are excluded; the median and the minimum (the least disturbed iteration) over the
    timed iterations are reported, with the ratio of the medians and the median of the per-iteration ratios.
 2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.super_resolve_volume`
-   (``batch_size`` slices per forward) against a naive loop over one slice at a time, for a volume whose
+   (``batch_sizes`` slices per forward) against a naive loop over one slice at a time, for a volume whose
    super-resolved size is ``volume_shape`` (the LR input is ``X/s x Y/s x Z``, as in the evaluation
    protocol), with the achieved GFLOP/s from :func:`~monai_lstmagan.networks.complexity.count_flops` and a
    large matmul's GFLOP/s on the same device as a reference ceiling.
@@ -147,7 +147,7 @@ class InferenceBenchConfig:
         generator: ``LSTMAGANGenerator`` kwargs (besides ``scale``).
         volume_shape: ``(X, Y, Z)`` of the super-resolved volume; the LR input is ``(X/s, Y/s, Z)``.
         scales: SR factors to measure.
-        batch_size: slices per forward pass of the streaming inference.
+        batch_sizes: slices per forward pass of the streaming inference, one measurement each.
         repeats: timed whole-volume runs per method (after one untimed warm-up on a few slices).
         seed: seed of the weights and the volume.
     """
@@ -155,13 +155,13 @@ class InferenceBenchConfig:
     generator: dict[str, Any] = field(default_factory=dict)
     volume_shape: tuple[int, int, int] = (256, 256, 48)
     scales: tuple[int, ...] = (2, 4)
-    batch_size: int = 8
+    batch_sizes: tuple[int, ...] = (8, 1)
     repeats: int = 3
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.repeats < 1 or self.batch_size < 1:
-            raise ValueError(f"repeats and batch_size must be >= 1, got {self.repeats}, {self.batch_size}.")
+        if self.repeats < 1 or not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise ValueError(f"repeats and batch_sizes must be >= 1, got {self.repeats}, {self.batch_sizes}.")
         for scale in self.scales:
             if self.volume_shape[0] % scale or self.volume_shape[1] % scale:
                 raise ValueError(f"volume_shape {self.volume_shape} is not divisible in-plane by scale {scale}.")
@@ -195,7 +195,7 @@ def bench_configs(device: str, quick: bool = False) -> tuple[TrainingBenchConfig
             InferenceBenchConfig(generator=dict(_SMALL_GENERATOR), volume_shape=(128, 128, 16), repeats=2),
         )
     if torch.device(device).type == "cuda":
-        return TrainingBenchConfig(), InferenceBenchConfig(repeats=5)
+        return TrainingBenchConfig(), InferenceBenchConfig(batch_sizes=(32, 8, 1), repeats=5)
     return (
         TrainingBenchConfig(
             generator=dict(_SMALL_GENERATOR),
@@ -346,9 +346,9 @@ def _seconds_summary(seconds: Sequence[float], items: float, unit: str) -> dict[
 
 
 def matmul_gflops(
-    device: str | torch.device, size: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 5
+    device: str | torch.device, size: int | None = None, dtype: torch.dtype = torch.float32, repeats: int = 10
 ) -> float:
-    """GFLOP/s of a square ``size x size`` matmul (median of ``repeats``, after one warm-up), a reference ceiling.
+    """GFLOP/s of a square ``size x size`` matmul, the best of ``repeats`` after one warm-up: a reference ceiling.
 
     Args:
         device: where to measure.
@@ -369,7 +369,7 @@ def matmul_gflops(
         _synchronize(device)
         if index:
             times.append(time.perf_counter() - start)
-    return 2.0 * size**3 / statistics.median(times) / 1e9
+    return 2.0 * size**3 / min(times) / 1e9
 
 
 # ----------------------------------------------------------------------------------------------- training
@@ -641,18 +641,23 @@ def benchmark_inference(
 ) -> dict[str, Any]:
     """Time whole-volume SR with :func:`super_resolve_volume` against :func:`naive_super_resolve_volume`.
 
+    The methods run in alternating order, one whole volume at a time, after one untimed warm-up each on
+    a few slices.
+
     Args:
-        config: volume size, batch size, repeats.
+        config: volume size, streaming batch sizes, repeats.
         scale: SR factor; the LR input is ``(X/s, Y/s, Z)`` of ``config.volume_shape``.
         device: where the generator runs.
         variant: fp32 or a CUDA-only option (bf16 autocast, channels_last, ``torch.compile``).
 
     Returns:
-        ``{"variant", "scale", "lr_shape", "sr_shape", "output_voxels", "gflop_per_volume", "streaming": {...},
-        "naive": {...}, "streaming_speedup", "max_abs_difference"}``; each method holds ``seconds``, ``median_s``,
-        ``voxels_per_s``, ``gflop_per_s`` and the memory fields of :class:`PeakMemoryTracker`;
-        ``streaming_speedup`` = naive median time / streaming median time; ``max_abs_difference`` between the
-        two outputs.
+        ``{"variant", "scale", "lr_shape", "sr_shape", "output_voxels", "gflop_per_volume", "methods": {...},
+        "speedup_over_naive": {...}, "max_abs_difference"}``. ``methods`` maps ``"streaming_b<N>"`` (one per
+        entry of ``config.batch_sizes``) and ``"naive"`` to ``batch_size``, ``seconds``, ``median_s``, ``min_s``,
+        ``voxels_per_s`` (output voxels, from the median), ``gflop_per_s`` and the memory fields of
+        :class:`PeakMemoryTracker`; ``speedup_over_naive`` maps each streaming method to the naive median time
+        over its median time; ``max_abs_difference`` is the largest difference of a streaming output from the
+        naive output.
     """
     device = torch.device(device)
     _check_variant(variant, device)
@@ -662,45 +667,50 @@ def benchmark_inference(
     flops_per_slice = count_flops(generator, (1, 1, x // scale, y // scale))
     volume = torch.rand((1, x // scale, y // scale, z), generator=torch.Generator().manual_seed(config.seed))
     model = _inference_model(generator, variant, device)
-    methods: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-        "streaming": lambda v: super_resolve_volume(model, v, scale, batch_size=config.batch_size, device=device),
-        "naive": lambda v: naive_super_resolve_volume(model, v, scale, device=device),
+
+    def streaming(batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+        return lambda v: super_resolve_volume(model, v, scale, batch_size=batch_size, device=device)
+
+    methods: dict[str, tuple[int, Callable[[torch.Tensor], torch.Tensor]]] = {
+        f"streaming_b{batch}": (batch, streaming(batch)) for batch in config.batch_sizes
     }
-    warmup_volume = volume[..., : min(config.batch_size, z)]
-    for method in methods.values():
-        method(warmup_volume)
+    methods["naive"] = (1, lambda v: naive_super_resolve_volume(model, v, scale, device=device))
+    for batch_size, method in methods.values():
+        method(volume[..., : min(batch_size, z)])  # warm-up (and compilation) at the batch shape
     tracker = PeakMemoryTracker(device)
     seconds: dict[str, list[float]] = {name: [] for name in methods}
     memory: dict[str, list[dict[str, Any]]] = {name: [] for name in methods}
     outputs: dict[str, torch.Tensor] = {}
     for repeat in range(config.repeats):
-        names = list(methods) if repeat % 2 == 0 else list(methods)[::-1]
-        for name in names:
-            outputs.pop(name, None)  # free the previous output before measuring
+        for name in list(methods) if repeat % 2 == 0 else list(methods)[::-1]:
+            outputs.pop(name, None)  # free this method's previous output before measuring
             tracker.start()
             start = time.perf_counter()
-            outputs[name] = methods[name](volume)
+            outputs[name] = methods[name][1](volume)
             _synchronize(device)
             seconds[name].append(time.perf_counter() - start)
             memory[name].append(tracker.stop())
     voxels = x * y * z
     gflop = flops_per_slice * z / 1e9
-    result: dict[str, Any] = {
+    results: dict[str, dict[str, Any]] = {}
+    for name, (batch_size, _) in methods.items():
+        summary = _seconds_summary(seconds[name], voxels, "voxels")
+        summary["gflop_per_s"] = gflop / summary["median_s"]
+        results[name] = {"batch_size": batch_size, **summary, **_max_memory(memory[name])}
+    streaming_names = [name for name in methods if name != "naive"]
+    return {
         "variant": variant.name,
         "scale": scale,
         "lr_shape": [x // scale, y // scale, z],
         "sr_shape": [x, y, z],
-        "batch_size": config.batch_size,
         "output_voxels": voxels,
         "gflop_per_volume": gflop,
+        "methods": results,
+        "speedup_over_naive": {
+            name: results["naive"]["median_s"] / results[name]["median_s"] for name in streaming_names
+        },
+        "max_abs_difference": max(float((outputs[name] - outputs["naive"]).abs().max()) for name in streaming_names),
     }
-    for name in methods:
-        summary = _seconds_summary(seconds[name], voxels, "voxels")
-        summary["gflop_per_s"] = gflop / summary["median_s"]
-        result[name] = {**summary, **_max_memory(memory[name])}
-    result["streaming_speedup"] = result["naive"]["median_s"] / result["streaming"]["median_s"]
-    result["max_abs_difference"] = float((outputs["streaming"] - outputs["naive"]).abs().max())
-    return result
 
 
 # ----------------------------------------------------------------------------------------------- driver
@@ -834,10 +844,10 @@ def format_tables(result: dict[str, Any]) -> str:
     for row in result["inference"]:
         ceiling = _ceiling_for(result, row["variant"])
         shapes = " -> ".join("x".join(str(v) for v in row[key]) for key in ("lr_shape", "sr_shape"))
-        for name, label in (("streaming", f"super_resolve_volume, {row['batch_size']} slices"), ("naive", "1 slice")):
-            side = row[name]
+        for name, side in row["methods"].items():
+            label = "naive loop, 1" if name == "naive" else f"super_resolve_volume, {side['batch_size']}"
             share = 100.0 * side["gflop_per_s"] / ceiling if ceiling else None
-            speedup = f"{row['streaming_speedup']:.2f}" if name == "streaming" else ""
+            speedup = _fmt(row["speedup_over_naive"].get(name), 2) if name != "naive" else ""
             inference_rows.append(
                 [row["variant"], f"x{row['scale']}", shapes, label, _fmt(side["median_s"], 2)]
                 + [_fmt(side["voxels_per_s"] / 1e6, 2), _fmt(side["gflop_per_s"]), _fmt(share, 0)]
@@ -845,8 +855,8 @@ def format_tables(result: dict[str, Any]) -> str:
                 + [speedup]
             )
     lines = [
-        f"Device: {info['type']} ({info['name']}), torch {info['torch']}, {info['threads']} threads."
-        + (f" Matmul ceiling: {ceilings}." if ceilings else ""),
+        f"Device: {info['type']} ({info['name']}), torch {info['torch']}, torch threads: {info['threads']}."
+        + (f" Matmul ceiling (best of 10): {ceilings}." if ceilings else ""),
         "",
         f"Training: generator {train_cfg['generator'] or 'default'} x{train_cfg['scale']}, batch "
         f"{train_cfg['batch_size']} x {train_cfg['num_slices']} slices of {train_cfg['crop_size']}x"
@@ -864,13 +874,13 @@ def format_tables(result: dict[str, Any]) -> str:
         "",
         f"Inference: generator {infer_cfg['generator'] or 'default'}, SR volume "
         f"{'x'.join(str(v) for v in infer_cfg['volume_shape'])} (LR = SR / scale in-plane), streaming "
-        f"super_resolve_volume vs one slice per forward; median of {infer_cfg['repeats']} runs.",
+        f"super_resolve_volume vs a naive loop of one slice per forward; median of {infer_cfg['repeats']} runs.",
         "",
         *_markdown_table(
-            ["variant", "scale", "LR -> SR", "slices per forward", "s / volume (median)", "output Mvoxel / s"]
+            ["variant", "scale", "LR -> SR", "method, slices per forward", "s / volume (median)", "output Mvoxel / s"]
             + ["GFLOP/s", "% of matmul ceiling"]
             + memory_header
-            + ["streaming speed-up"],
+            + ["speed-up over naive"],
             inference_rows,
         ),
     ]

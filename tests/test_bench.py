@@ -40,7 +40,7 @@ TINY_TRAINING = TrainingBenchConfig(
     iterations=3,
 )
 TINY_INFERENCE = InferenceBenchConfig(
-    generator=TINY_GENERATOR, volume_shape=(32, 32, 4), scales=(2, 4), batch_size=3, repeats=2
+    generator=TINY_GENERATOR, volume_shape=(32, 32, 4), scales=(2, 4), batch_sizes=(3, 1), repeats=2
 )
 
 
@@ -109,14 +109,21 @@ def test_inference_result_structure_and_ratio(result):
         s = row["scale"]
         assert row["lr_shape"] == [32 // s, 32 // s, 4] and row["sr_shape"] == [32, 32, 4]
         assert row["output_voxels"] == 32 * 32 * 4 and positive_finite(row["gflop_per_volume"])
-        for name in ("streaming", "naive"):
-            side = row[name]
+        methods = row["methods"]
+        assert {name: side["batch_size"] for name, side in methods.items()} == {
+            "streaming_b3": 3,
+            "streaming_b1": 1,
+            "naive": 1,
+        }
+        for side in methods.values():
             assert len(side["seconds"]) == TINY_INFERENCE.repeats and all(positive_finite(t) for t in side["seconds"])
             assert side["voxels_per_s"] == pytest.approx(row["output_voxels"] / side["median_s"])
             assert side["gflop_per_s"] == pytest.approx(row["gflop_per_volume"] / side["median_s"])
             check_memory(side)
-        assert row["streaming_speedup"] == pytest.approx(row["naive"]["median_s"] / row["streaming"]["median_s"])
-        assert row["max_abs_difference"] < 1e-4  # both methods compute the same volume
+        assert set(row["speedup_over_naive"]) == {"streaming_b3", "streaming_b1"}
+        for name, speedup in row["speedup_over_naive"].items():
+            assert speedup == pytest.approx(methods["naive"]["median_s"] / methods[name]["median_s"])
+        assert row["max_abs_difference"] < 1e-4  # every method computes the same volume
 
 
 def test_ceiling_tables_and_json_roundtrip(result):
@@ -125,7 +132,7 @@ def test_ceiling_tables_and_json_roundtrip(result):
     json.dumps(result, allow_nan=False)  # plain JSON: no tensors, no NaN/Inf
     tables = format_tables(result)
     assert tables.count("| fp32 | AdversarialTrainer |") == 1 and tables.count("| fp32 | plain PyTorch |") == 1
-    assert tables.count("| 1 slice |") == 2 and tables.count("| super_resolve_volume, 3 slices |") == 2
+    assert tables.count("| naive loop, 1 |") == 2 and tables.count("| super_resolve_volume, 3 |") == 2
     assert f"{result['training'][0]['engine_time_ratio']:.3f}" in tables
 
 
