@@ -779,6 +779,8 @@ def run_benchmark(
     unknown = sorted(set(variants) - set(VARIANTS))
     if unknown:
         raise ValueError(f"bench: unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
+    if device.type != "cuda" and list(variants) != ["fp32"]:
+        raise ValueError(f"bench: on '{device}' only the fp32 variant is measured, got {list(variants)}.")
     result: dict[str, Any] = {
         "device": _device_info(device),
         "config": {"training": asdict(training), "inference": asdict(inference)},
@@ -792,9 +794,11 @@ def run_benchmark(
         "notes": [
             "perceptual loss: VGG19 with random weights (no download); the cost equals the ImageNet-weighted loss",
             "peak RSS: whole-process resident-set high-water mark over the timed part; RSS increase: peak minus "
-            "the resident set at the start of the timed part",
+            "the resident set at the start of the timed part (after glibc malloc_trim)",
             "peak CUDA: torch.cuda.max_memory_allocated over the timed part",
-            "engine/reference: median seconds per iteration of AdversarialTrainer over the plain-PyTorch loop",
+            "engine_time_ratio: median seconds per iteration of AdversarialTrainer over that of the plain-PyTorch "
+            "loop; paired_time_ratio: median of the per-iteration ratios (the two loops alternate iteration by "
+            "iteration)",
             "inference input: LR = SR shape / scale in-plane; voxels/s counts output voxels",
         ],
     }
@@ -888,14 +892,21 @@ def format_tables(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    """Command line: ``python -m monai_lstmagan.bench [--device cpu|cuda] [--json OUT.json] [--quick]``."""
+    """Command line of the benchmark.
+
+    ``python -m monai_lstmagan.bench [--device cpu|cuda] [--json OUT.json] [--quick] [--variants V ...]``
+    prints the markdown tables of :func:`format_tables` and returns the result of :func:`run_benchmark`.
+    """
     parser = argparse.ArgumentParser(description="LSTMAGAN training-engine and inference benchmark.")
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where to run (default: cpu)")
     parser.add_argument("--json", metavar="OUT.json", help="also write the results as JSON")
     parser.add_argument("--quick", action="store_true", help="small generator, small sizes, few iterations")
+    parser.add_argument(
+        "--variants", nargs="+", choices=list(VARIANTS), help="CUDA variants to measure (default: all; CPU: fp32)"
+    )
     args = parser.parse_args(argv)
     training, inference = bench_configs(args.device, quick=args.quick)
-    result = run_benchmark(args.device, training, inference)
+    result = run_benchmark(args.device, training, inference, variants=args.variants)
     print(format_tables(result))
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))

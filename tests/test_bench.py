@@ -165,6 +165,8 @@ def test_cpu_refuses_cuda_variants_and_bad_sizes():
         TrainingBenchConfig(scale=4, crop_size=30)
     with pytest.raises(ValueError, match="warmup"):
         TrainingBenchConfig(warmup=0)
+    with pytest.raises(ValueError, match="only the fp32 variant"):
+        run_benchmark("cpu", TINY_TRAINING, TINY_INFERENCE, variants=["fp32", "bf16"])
     with pytest.raises(ValueError, match="unknown variants"):
         run_benchmark("cpu", TINY_TRAINING, TINY_INFERENCE, variants=["fp16"])
 
@@ -172,14 +174,14 @@ def test_cpu_refuses_cuda_variants_and_bad_sizes():
 def test_cli_writes_json(result, tmp_path, monkeypatch, capsys):
     calls = []
 
-    def fake_run(device, training, inference):  # the CLI's plumbing only; the measurement is tested above
-        calls.append((device, training, inference))
+    def fake_run(device, training, inference, variants=None):  # the CLI's plumbing; measurements tested above
+        calls.append((device, training, inference, variants))
         return result
 
     monkeypatch.setattr(bench, "run_benchmark", fake_run)
     out = tmp_path / "sub" / "bench.json"
     bench.main(["--json", str(out), "--quick"])
-    assert calls == [("cpu", *bench.bench_configs("cpu", quick=True))]
+    assert calls == [("cpu", *bench.bench_configs("cpu", quick=True), None)]
     assert calls[0][1].generator == {"num_blocks": 4, "channels": 32}  # --quick: the small CPU generator
     written = json.loads(out.read_text())
     assert {"device", "config", "matmul_gflops", "training", "inference", "notes"} <= set(written)
