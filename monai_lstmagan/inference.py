@@ -13,9 +13,11 @@ physical extent:
   axes (the old first voxel's outer edge stays where it was),
 - the direction and the slice axis (size, spacing, origin along it) are unchanged.
 
-Intensities outside the normalisation window (CT: -1000..400 HU by default; MR: the 0.5..99.5
-foreground percentiles) are clipped by the normalisation, so the output holds values inside that
-window only.
+The generator only sees (and only produces) intensities inside the normalisation window (CT:
+-1000..400 HU by default; MR: the 0.5..99.5 foreground percentiles). Where the bicubic upsampling of
+the input lies outside that window (bone, metal, the brightest MR voxels), the output keeps the
+bicubic value instead of a value clipped to the window edge, so nothing the scanner measured is
+flattened; inside the window the output is the generator's.
 
 Entry points: :func:`run_inference` (used by ``bundle/configs/inference.yaml``) and the console
 command ``lstmagan-sr`` (:func:`main`).
@@ -339,6 +341,26 @@ def _input_files(scan_path: str) -> set[str]:
     return files
 
 
+def _restore_outside_window(sr: np.ndarray, lr: np.ndarray, scale: int, low: float, high: float) -> np.ndarray:
+    """Replace SR values by the bicubic upsampling of the input where the latter is outside ``[low, high]``.
+
+    Args:
+        sr: ``[X*s, Y*s, N]`` super-resolved slices in the input's units (inside ``[low, high]``).
+        lr: ``[X, Y, N]`` the same input slices in the input's units.
+        scale: in-plane factor ``s``.
+        low, high: the normalisation window in the input's units.
+
+    Returns:
+        ``[X*s, Y*s, N]`` float64: SR inside the window, bicubic outside it.
+    """
+    from monai_lstmagan.transforms import bicubic_upsample
+
+    slices = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1), dtype=np.float32))[:, None]  # [N, 1, X, Y]
+    bicubic = bicubic_upsample(slices, scale)[:, 0].permute(1, 2, 0).numpy().astype(np.float64)
+    outside = (bicubic < low) | (bicubic > high)
+    return np.where(outside, bicubic, sr)
+
+
 def super_resolve_file(
     generator: torch.nn.Module,
     input_path: str,
@@ -396,7 +418,8 @@ def super_resolve_file(
     ):
         if sr.shape[:2] != out_ras.shape[:2]:
             raise ValueError(f"the generator produced slices of {tuple(sr.shape[:2])} from {(x, y)}: not x{scale}.")
-        out_ras[:, :, start:stop] = _to_dtype(low + sr.numpy().astype(np.float64) * (high - low), memory_dtype)
+        values = low + sr.numpy().astype(np.float64) * (high - low)
+        out_ras[:, :, start:stop] = _to_dtype(_restore_outside_window(values, ras[:, :, start:stop], scale, low, high), memory_dtype)
     out_array = apply_orientation(out_ras, to_file_order)
     affine = upsampled_affine(scan.affine, in_plane, scale)
 
