@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "bundle" / "configs"
 TINY = [
     "--scale", "2", "--epochs", "2", "--samples_per_volume", "4", "--batch_size", "1", "--num_slices", "4",
+    "--warmup_iterations", "$len(@train#dataloader)",  # the first epoch is MSE-only, whatever the demo default
     "--crop_size", "16", "--generator_kwargs#num_blocks", "1", "--generator_kwargs#channels", "8",
     "--generator_kwargs#growth", "4", "--generator_kwargs#dense_layers", "2",
     "--lstm_critic_kwargs#encoder_channels", "[8]", "--lstm_critic_kwargs#hidden_size", "8",
