@@ -228,7 +228,7 @@ def evaluate(
     split: str = "test",
     extra_checkpoints: Mapping[str, str] | None = None,
     modality: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     device: str | None = "auto",
     amp: bool = False,
     save_volumes: bool = False,

@@ -248,3 +248,18 @@ def test_bundle_run_single_input(tmp_path, tiny_model):
     assert result.returncode == 0, result.stderr[-3000:]
     out = nib.load(str(tmp_path / "out" / "one_sr.nii.gz"))
     assert out.shape == (32, 32, 3) and out.get_data_dtype() == np.int16
+
+
+def test_default_batch_size_per_device(tiny_model):
+    """No batch size given: one slice per forward on CPU (measured faster there), 8 on CUDA; same result as explicit."""
+    from monai_lstmagan.checkpoints import load_generator
+    from monai_lstmagan.inference import default_batch_size
+
+    assert default_batch_size(torch.device("cpu")) == 1
+    assert default_batch_size(torch.device("cuda")) == 8
+    generator, _ = load_generator(tiny_model)
+    volume = torch.rand(1, 8, 6, 3)
+    torch.testing.assert_close(
+        super_resolve_volume(generator, volume, 2, device="cpu"),
+        super_resolve_volume(generator, volume, 2, batch_size=3, device="cpu"),
+    )
