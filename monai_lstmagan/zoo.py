@@ -367,8 +367,9 @@ network input is a batch of slices `[N, 1, h, w]` float32 in [0, 1].
 The network output is `[N, 1, {scale}h, {scale}w]`. The inference workflow clamps it to [0, 1], maps it
 back to the input's units (HU for CT) and voxel type, and writes `<name>_sr<ext>` in the input's
 format with the same physical extent and direction: in-plane spacing / {scale}, first voxel centre
-moved by (1/{scale} - 1)/2 old voxels, slice axis unchanged. Values outside the normalisation window are
-clipped by the normalisation.
+moved by (1/{scale} - 1)/2 old voxels, slice axis unchanged. Where the bicubic upsampling of the input
+lies outside the normalisation window (bone, metal, the brightest MR voxels) the output keeps the
+bicubic value instead of the generator's, which only covers the window.
 
 ## Performance
 {performance}
