@@ -134,6 +134,21 @@ def plot_training_curves(output_dir: str) -> list[str]:
     return written
 
 
+def _epoch_axis(ax) -> None:
+    """x axis in whole epochs, light grid."""
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+
+
+def _save(fig, path: str) -> list[str]:
+    """Lay out, write and close ``fig``; returns ``[path]``."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def _plot_losses(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
     columns = [c for c in LOSS_COLUMNS if _has_values(means.get(c))]
     if not columns:
@@ -144,17 +159,11 @@ def _plot_losses(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
     for ax, c in zip(axes.flat, columns):
         ax.plot(means["epoch"], means[c], marker="o", markersize=3)
         ax.set_title(LOSS_TITLES[c])
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax)
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
     fig.suptitle("Training losses (mean per epoch)")
-    fig.tight_layout()
-    path = os.path.join(output_dir, "curves_losses.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(fig, os.path.join(output_dir, "curves_losses.png"))
 
 
 def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
@@ -164,17 +173,11 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     ax.plot(means["epoch"], means["d_accuracy"], marker="o", markersize=3, label="D accuracy")
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_xlabel("epoch")
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _epoch_axis(ax)
     ax.set_ylabel("accuracy")
     ax.set_title("Discriminator accuracy (mean per epoch)")
-    ax.grid(alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    path = os.path.join(output_dir, "curves_d_accuracy.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(fig, os.path.join(output_dir, "curves_d_accuracy.png"))
 
 
 def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
@@ -189,15 +192,9 @@ def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
         if _has_values(means.get(bic_col)):
             ax.plot(means["epoch"], means[bic_col], linestyle="--", label="bicubic")
         ax.set_title(f"validation {metric.upper()}" + (" (dB)" if metric == "psnr" else ""))
-        ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+        _epoch_axis(ax)
         ax.legend()
-    fig.tight_layout()
-    path = os.path.join(output_dir, "curves_validation.png")
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path]
+    return _save(fig, os.path.join(output_dir, "curves_validation.png"))
 
 
 def _as_2d(image: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
