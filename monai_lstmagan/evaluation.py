@@ -168,12 +168,6 @@ def select_volumes(
     return items
 
 
-def _centre_crop_offsets(size: int, scale: int) -> tuple[int, int]:
-    kept = size - size % scale
-    start = (size - kept) // 2
-    return start, start + kept
-
-
 def _volume_name(item: Mapping[str, Any], used: set[str]) -> str:
     base = os.path.basename(item["image"])
     for suffix in (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd"):
@@ -251,7 +245,7 @@ def evaluate(
     Returns:
         the summary written to ``summary.json``.
     """
-    from monai_lstmagan.transforms import MakeLowResolutiond, bicubic_upsample, volume_transforms
+    from monai_lstmagan.transforms import MakeLowResolutiond, bicubic_upsample, centre_crop_bounds, volume_transforms
 
     output_dir = check_output_dir(output_dir)
     extra_checkpoints = dict(extra_checkpoints or {})
@@ -275,8 +269,8 @@ def evaluate(
         image = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
         mask = mask.as_tensor() if hasattr(mask, "as_tensor") else torch.as_tensor(mask)
         _, x, y, _ = image.shape
-        x0, x1 = _centre_crop_offsets(x, scale)
-        y0, y1 = _centre_crop_offsets(y, scale)
+        x0, x1 = centre_crop_bounds(x, scale)
+        y0, y1 = centre_crop_bounds(y, scale)
         if x1 - x0 < scale * SSIM_WINDOW or y1 - y0 < scale * SSIM_WINDOW:
             raise ValueError(f"'{item['image']}': slices of {x}x{y} are too small to evaluate at x{scale}.")
         hr_volume = torch.as_tensor(image[:, x0:x1, y0:y1, :], dtype=torch.float32)  # [1, X, Y, Z]

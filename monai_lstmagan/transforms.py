@@ -35,6 +35,7 @@ __all__ = [
     "IntensityNormalizationd",
     "ForegroundMaskd",
     "RandSliceSequenced",
+    "centre_crop_bounds",
     "SliceStackd",
     "MakeLowResolutiond",
     "volume_transforms",
@@ -373,6 +374,16 @@ class RandSliceSequenced(Randomizable, MapTransform):
         return d
 
 
+def centre_crop_bounds(size: int, multiple: int) -> tuple[int, int]:
+    """``(start, stop)`` of the centred crop of ``size`` voxels to the largest multiple of ``multiple``.
+
+    The one crop rule of validation (:class:`SliceStackd`) and evaluation, so both score the same voxels.
+    """
+    kept = size - size % multiple
+    start = (size - kept) // 2
+    return start, start + kept
+
+
 class SliceStackd(MapTransform):
     """Whole volume as a slice stack, centred in-plane crop to a multiple of ``multiple``.
 
@@ -394,14 +405,13 @@ class SliceStackd(MapTransform):
         d = dict(data)
         first = d[self.keys[0]]
         x, y, z = first.shape[1:]
-        xc, yc = x - x % self.multiple, y - y % self.multiple
-        if xc == 0 or yc == 0:
+        (x0, x1), (y0, y1) = centre_crop_bounds(x, self.multiple), centre_crop_bounds(y, self.multiple)
+        if x1 == x0 or y1 == y0:
             raise ValueError(
                 f"{_filename(first, str(self.keys[0]))}: in-plane size {x}x{y} "
                 f"is smaller than the scale {self.multiple}."
             )
-        ix = np.arange((x - xc) // 2, (x - xc) // 2 + xc)
-        iy = np.arange((y - yc) // 2, (y - yc) // 2 + yc)
+        ix, iy = np.arange(x0, x1), np.arange(y0, y1)
         iz = np.arange(z)
         for key in self.key_iterator(d):
             d[key] = _as_stack(d[key], ix, iy, iz)
