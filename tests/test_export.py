@@ -57,8 +57,18 @@ def test_metadata_passes_the_shipped_schema_offline(tmp_path):
         verify_metadata(meta_file=str(broken), filepath=SCHEMA)
 
 
-def test_verify_net_in_out():
+def test_verify_net_in_out(tmp_path):
     verify_net_in_out(net_id="network_def", meta_file=METADATA, config_file=INFERENCE, bundle_root=BUNDLE, device="cpu", n=2)
+    # the check is real (MONAI checks channels and dtype, not the output size): 3 output channels are rejected
+    with open(METADATA) as f:
+        wrong = json.load(f)
+    wrong["network_data_format"]["outputs"]["pred"]["num_channels"] = 3
+    wrong_file = tmp_path / "metadata.json"
+    wrong_file.write_text(json.dumps(wrong))
+    with pytest.raises(ValueError):
+        verify_net_in_out(
+            net_id="network_def", meta_file=str(wrong_file), config_file=INFERENCE, bundle_root=BUNDLE, device="cpu", n=2
+        )
 
 
 def test_ckpt_export_torchscript_equals_eager(tmp_path, tiny_model):
