@@ -69,9 +69,42 @@ def test_generator_rejects_bad_input():
 
 @pytest.mark.parametrize("attention", [True, False])
 def test_generator_gradients_reach_every_parameter(attention):
-    generator = LSTMAGANGenerator(scale=2, attention=attention, **TINY_G)
+    generator = LSTMAGANGenerator(scale=2, attention=attention, residual="none", **TINY_G)
     generator(torch.rand(2, 1, 8, 8)).square().mean().backward()
     _assert_all_parameters_get_gradient(generator)
+
+
+@pytest.mark.parametrize("scale", [2, 4, 8])
+def test_untrained_residual_generator_is_exactly_the_bicubic_baseline(scale):
+    from monai_lstmagan.transforms import bicubic_upsample
+
+    lr = torch.rand(3, 1, 9, 12)
+    generator = LSTMAGANGenerator(scale=scale, **TINY_G).eval()  # residual="bicubic" is the default
+    with torch.no_grad():
+        assert torch.equal(generator(lr), bicubic_upsample(lr, scale))
+        paper_literal = LSTMAGANGenerator(scale=scale, residual="none", **TINY_G).eval()(lr)
+    assert (paper_literal - bicubic_upsample(lr, scale)).abs().max() > 1e-3
+
+
+def test_residual_generator_learns_after_the_zero_tail_moves():
+    """The zero tail blocks gradients to the body at step 0 only: after one step every parameter learns."""
+    generator = LSTMAGANGenerator(scale=2, **TINY_G)
+    lr, hr = torch.rand(2, 1, 8, 8), torch.rand(2, 1, 16, 16)
+    torch.nn.functional.mse_loss(generator(lr), hr).backward()
+    assert generator.tail.weight.grad.abs().sum() > 0
+    torch.optim.SGD(generator.parameters(), lr=0.1).step()
+    generator.zero_grad()
+    torch.nn.functional.mse_loss(generator(lr), hr).backward()
+    _assert_all_parameters_get_gradient(generator)
+
+
+def test_generator_norm_and_residual_choices():
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in LSTMAGANGenerator(scale=2, **TINY_G).modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in LSTMAGANGenerator(scale=2, norm="batch", **TINY_G).modules())
+    with pytest.raises(ValueError, match="residual"):
+        LSTMAGANGenerator(scale=2, residual="nearest", **TINY_G)
+    with pytest.raises(ValueError, match="norm"):
+        LSTMAGANGenerator(scale=2, norm="instance", **TINY_G)
 
 
 def test_attention_flag_changes_the_blocks():

@@ -5,7 +5,7 @@ Parameter/FLOP counting lives in :mod:`monai_lstmagan.networks.complexity` (also
 
 from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
 from monai_lstmagan.networks.discriminators import ConvDiscriminator, LSTMDiscriminator
-from monai_lstmagan.networks.generator import SUPPORTED_SCALES, LSTMAGANGenerator
+from monai_lstmagan.networks.generator import GENERATOR_NORMS, RESIDUALS, SUPPORTED_SCALES, LSTMAGANGenerator, bicubic_upsample_slices
 from monai_lstmagan.networks.presets import ablation_preset, build_discriminator
 from monai_lstmagan.networks.vgg import VGG19_IMAGENET_URL, VGG19_LAYERS, VGG19Features
 
@@ -15,6 +15,9 @@ __all__ = [
     "DenseBlock",
     "LSTMAGANGenerator",
     "SUPPORTED_SCALES",
+    "RESIDUALS",
+    "GENERATOR_NORMS",
+    "bicubic_upsample_slices",
     "LSTMDiscriminator",
     "ConvDiscriminator",
     "VGG19Features",
