@@ -25,6 +25,8 @@ from monai.transforms import Compose, LoadImaged, MapTransform, Orientationd, Ra
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
+from monai_lstmagan.networks.generator import bicubic_upsample_slices
+
 __all__ = [
     "CT_WINDOW",
     "MR_PERCENTILES",
@@ -108,7 +110,9 @@ def bicubic_upsample(image: torch.Tensor, scale: int) -> torch.Tensor:
         ``[..., h * scale, w * scale]``.
     """
     _check_scale(image, scale, divisible=False)
-    return _resize(image, (image.shape[-2] * scale, image.shape[-1] * scale))
+    lead = image.shape[:-2]
+    out = bicubic_upsample_slices(image.reshape(-1, 1, *image.shape[-2:]), scale)
+    return out.reshape(*lead, *out.shape[-2:])
 
 
 def _filename(image: torch.Tensor | np.ndarray, fallback: str = "<volume>") -> str:
@@ -323,12 +327,19 @@ class RandSliceSequenced(Randomizable, MapTransform):
     reflection when needed), centred, instead of being dropped. Flips are along H and along W,
     each with probability ``prob_flip``.
 
+    Where the anatomy is: with probability ``foreground_prob`` the crop (in-plane) and the slice block
+    (along Z) are centred on a voxel drawn uniformly from the foreground mask ``mask_key`` (then shifted
+    to lie inside the volume); otherwise, or when the mask is empty or absent, they are uniform over the
+    volume. Most uniform crops of a head MR or chest CT are air, which teaches the generator nothing.
+
     Args:
         keys: image key first, then keys sliced the same way.
         num_slices: sequence length ``T`` (16: the LSTM discriminator's sequence).
         crop_size: in-plane crop ``(H, W)`` (an int means square).
         prob_flip: probability of each in-plane flip.
         hr_key: output key of the first key's slice sequence.
+        foreground_prob: probability of centring a sample on a foreground voxel (0: uniform crops).
+        mask_key: key of the foreground mask ``[1, X, Y, Z]`` used for that (e.g. :class:`ForegroundMaskd`'s).
     """
 
     def __init__(
@@ -338,6 +349,8 @@ class RandSliceSequenced(Randomizable, MapTransform):
         crop_size: int | Sequence[int] = (96, 96),
         prob_flip: float = 0.5,
         hr_key: str = "hr",
+        foreground_prob: float = 0.9,
+        mask_key: str = "mask",
     ) -> None:
         MapTransform.__init__(self, keys)
         self.num_slices = int(num_slices)
@@ -346,18 +359,44 @@ class RandSliceSequenced(Randomizable, MapTransform):
         )
         if self.num_slices < 1 or len(self.crop_size) != 2 or min(self.crop_size) < 1:
             raise ValueError(f"num_slices and crop_size must be positive, got {num_slices} and {crop_size}.")
+        if not 0.0 <= float(foreground_prob) <= 1.0:
+            raise ValueError(f"foreground_prob must be in [0, 1], got {foreground_prob}.")
         self.prob_flip = float(prob_flip)
         self.hr_key = hr_key
+        self.foreground_prob = float(foreground_prob)
+        self.mask_key = mask_key
 
-    def _axis(self, size: int, length: int) -> np.ndarray:
-        start = int(self.R.randint(0, size - length + 1)) if size >= length else -((length - size) // 2)
+    def _axis(self, size: int, length: int, centre: int | None = None) -> np.ndarray:
+        if size < length:
+            start = -((length - size) // 2)
+        elif centre is None:
+            start = int(self.R.randint(0, size - length + 1))
+        else:
+            start = min(max(centre - length // 2, 0), size - length)
         return _window(size, length, start)
 
-    def randomize(self, shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Draw the in-plane crop, slice block and flips for a volume of spatial ``shape`` (X, Y, Z)."""
-        ix = self._axis(shape[0], self.crop_size[0])
-        iy = self._axis(shape[1], self.crop_size[1])
-        iz = self._axis(shape[2], self.num_slices)
+    def _foreground_centre(self, mask: torch.Tensor | np.ndarray | None) -> tuple[int, int, int] | None:
+        """A voxel ``(x, y, z)`` drawn uniformly from the mask's first channel, or None (uniform sampling)."""
+        if mask is None or self.foreground_prob == 0.0 or not self.R.rand() < self.foreground_prob:
+            return None
+        voxels = np.flatnonzero(convert_to_tensor(mask, track_meta=False)[0].detach().cpu().numpy() > 0.5)
+        if voxels.size == 0:
+            return None
+        index = np.unravel_index(int(voxels[self.R.randint(0, voxels.size)]), tuple(mask.shape[1:]))
+        return int(index[0]), int(index[1]), int(index[2])
+
+    def randomize(
+        self, shape: Sequence[int], mask: torch.Tensor | np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Draw the in-plane crop, slice block and flips for a volume of spatial ``shape`` (X, Y, Z).
+
+        ``mask`` ``[1, X, Y, Z]``: the foreground the sample is centred on with probability ``foreground_prob``.
+        """
+        centre = self._foreground_centre(mask)
+        cx, cy, cz = centre if centre is not None else (None, None, None)
+        ix = self._axis(shape[0], self.crop_size[0], cx)
+        iy = self._axis(shape[1], self.crop_size[1], cy)
+        iz = self._axis(shape[2], self.num_slices, cz)
         if self.R.rand() < self.prob_flip:
             ix = ix[::-1].copy()
         if self.R.rand() < self.prob_flip:
@@ -367,7 +406,7 @@ class RandSliceSequenced(Randomizable, MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         first = d[self.keys[0]]
-        ix, iy, iz = self.randomize(first.shape[1:])
+        ix, iy, iz = self.randomize(first.shape[1:], d.get(self.mask_key))
         for key in self.key_iterator(d):
             d[key] = _as_stack(d[key], ix, iy, iz)
         d[self.hr_key] = d.pop(self.keys[0])
@@ -461,7 +500,11 @@ def volume_transforms(modality: str = "auto") -> Compose:
 
 
 def train_transforms(
-    scale: int, num_slices: int = 16, crop_size: int | Sequence[int] = 96, modality: str = "auto"
+    scale: int,
+    num_slices: int = 16,
+    crop_size: int | Sequence[int] = 96,
+    modality: str = "auto",
+    foreground_prob: float = 0.9,
 ) -> Compose:
     """Training samples: random T-slice blocks with a random crop and flips, and their bicubic LR.
 
@@ -473,6 +516,7 @@ def train_transforms(
         num_slices: sequence length T.
         crop_size: HR in-plane crop (H, W) or an int for a square.
         modality: as in :func:`volume_transforms`.
+        foreground_prob: probability of centring a sample on a foreground voxel (see :class:`RandSliceSequenced`).
     """
     crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     if crop[0] % scale or crop[1] % scale:
@@ -480,7 +524,9 @@ def train_transforms(
     return Compose(
         [
             *volume_transforms(modality).transforms,
-            RandSliceSequenced(("image", "mask"), num_slices=num_slices, crop_size=crop),
+            RandSliceSequenced(
+                ("image", "mask"), num_slices=num_slices, crop_size=crop, foreground_prob=foreground_prob
+            ),
             MakeLowResolutiond("hr", "lr", scale=scale),
         ]
     )

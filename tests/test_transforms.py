@@ -296,3 +296,25 @@ def test_dataloader_batches(ct_mhd, mr_nifti):
     assert batch["modality"] == ["ct", "mr"]
     val = next(iter(DataLoader(Dataset(data[:1], validation_transforms(2)), batch_size=1)))
     assert val["hr"].shape == (1, 10, 1, 24, 20) and val["lr"].shape == (1, 10, 1, 12, 10)
+
+
+def test_rand_slice_sequence_centres_crops_on_the_foreground():
+    """With foreground_prob p, about a fraction p of the samples (plus chance hits) hold anatomy."""
+    image = torch.rand(1, 64, 64, 40)
+    mask = torch.zeros(1, 64, 64, 40)
+    mask[0, 50:56, 4:10, 30:34] = 1.0  # a small blob near a corner and the top slices
+    data = {"image": MetaTensor(image), "mask": MetaTensor(mask)}
+
+    def fraction_with_foreground(probability: float, draws: int = 200) -> float:
+        sampler = RandSliceSequenced(num_slices=8, crop_size=16, foreground_prob=probability)
+        sampler.set_random_state(0)
+        return sum(float(sampler(data)["mask"].sum()) > 0 for _ in range(draws)) / draws
+
+    assert fraction_with_foreground(1.0) == 1.0
+    assert fraction_with_foreground(0.0) < 0.1  # uniform crops rarely meet a 6x6x4 blob
+    assert 0.8 <= fraction_with_foreground(0.9) <= 1.0
+    with pytest.raises(ValueError, match="foreground_prob"):
+        RandSliceSequenced(foreground_prob=1.5)
+    # an empty mask falls back to uniform sampling instead of failing
+    empty = {"image": MetaTensor(image), "mask": MetaTensor(torch.zeros_like(mask))}
+    assert RandSliceSequenced(num_slices=8, crop_size=16, foreground_prob=1.0)(empty)["hr"].shape == (8, 1, 16, 16)
