@@ -2,10 +2,15 @@
 
 Two kinds of files are written during training:
 
-- ``model.pt``: the generator only, as ``{"state_dict": ..., "generator": kwargs, "format": GENERATOR_FORMAT, ...}``.
-  This is what inference, evaluation and export load (MONAI's ``ckpt_export`` reads it with
-  ``--key_in_ckpt state_dict``). The constructor kwargs (including ``scale``) are stored next to the
-  weights so a checkpoint of another scale or architecture fails with a clear message.
+- ``model.pt``: the generator only, as the model-zoo convention wants it: a plain ``state_dict`` (so
+  ``net.load_state_dict(torch.load("model.pt"))`` and MONAI's ``ckpt_export`` / ``verify_net_in_out`` work
+  with their default arguments). The constructor kwargs (including ``scale``, ``residual`` and ``norm``)
+  and training facts (epoch, metrics) travel inside the state_dict's own ``_metadata`` under the key
+  :data:`METADATA_KEY` (``{"format": GENERATOR_FORMAT, "generator": kwargs, ...}``), which ``torch.save`` /
+  ``torch.load(weights_only=True)`` keep and ``load_state_dict`` ignores. So a checkpoint of another scale
+  or architecture fails with a clear message. Files of the first format (``monai_lstmagan.generator/1``:
+  ``{"state_dict": ..., "generator": kwargs, "format": ...}``, written before the bicubic residual existed)
+  still load, as the SRResNet-output generator with BatchNorm they are.
 - full checkpoints ``checkpoint_*.pt`` (MONAI ``CheckpointSaver``) with every state needed to resume.
 
 Every write goes through :func:`atomic_save`: a temporary file in the destination folder followed by
@@ -18,6 +23,7 @@ import glob
 import logging
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,6 +31,7 @@ import torch
 
 __all__ = [
     "GENERATOR_FORMAT",
+    "METADATA_KEY",
     "atomic_save",
     "save_generator",
     "load_generator",
@@ -32,7 +39,10 @@ __all__ = [
     "unwrap_module",
 ]
 
-GENERATOR_FORMAT = "monai_lstmagan.generator/1"
+GENERATOR_FORMAT = "monai_lstmagan.generator/2"
+METADATA_KEY = "monai_lstmagan"
+_LEGACY_FORMAT = "monai_lstmagan.generator/1"
+_LEGACY_GENERATOR = {"residual": "none", "norm": "batch"}  # what every /1 file is: no bicubic skip, BatchNorm
 
 
 def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
@@ -85,14 +95,15 @@ def save_generator(
     generator_kwargs: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
 ) -> str:
-    """Write the generator-only checkpoint ``model.pt`` atomically.
+    """Write the generator-only checkpoint ``model.pt`` atomically: a plain state_dict with the architecture
+    in its ``_metadata[METADATA_KEY]`` (see the module docstring).
 
     Args:
         path: destination file, e.g. ``output_dir/model.pt``.
         generator: the generator (wrappers such as DDP are removed); its weights are copied to CPU.
         generator_kwargs: the ``LSTMAGANGenerator`` constructor kwargs, must include ``scale``.
         extra: further entries stored at the top level (e.g. ``{"epoch": 3, "psnr": 31.2}``);
-            they cannot replace the reserved keys ``state_dict``, ``generator``, ``format``.
+            they cannot replace the reserved keys ``generator``, ``format``.
 
     Returns:
         the destination path as a string.
@@ -104,8 +115,38 @@ def save_generator(
     reserved = {"state_dict", "generator", "format"} & set(extra)
     if reserved:
         raise ValueError(f"save_generator: extra may not contain the reserved keys {sorted(reserved)}.")
-    state = {k: v.detach().cpu() for k, v in unwrap_module(generator).state_dict().items()}
-    return atomic_save({"state_dict": state, "generator": kwargs, "format": GENERATOR_FORMAT, **extra}, path)
+    module_state = unwrap_module(generator).state_dict()
+    state = OrderedDict((k, v.detach().cpu()) for k, v in module_state.items())
+    state._metadata = OrderedDict(getattr(module_state, "_metadata", {}))  # type: ignore[attr-defined]
+    state._metadata[METADATA_KEY] = {"format": GENERATOR_FORMAT, "generator": kwargs, **extra}  # type: ignore
+    return atomic_save(state, path)
+
+
+def _checkpoint_parts(ckpt: Any, path: str) -> tuple[Mapping, dict]:
+    """``(state_dict, info)`` of a loaded ``model.pt`` of either format; ``info`` has "format", "generator", extras."""
+    if isinstance(ckpt, Mapping) and ckpt.get("format") == _LEGACY_FORMAT:
+        info = {k: v for k, v in ckpt.items() if k != "state_dict"}
+        if not isinstance(info.get("generator"), Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
+            raise ValueError(f"generator checkpoint '{path}' lacks the 'generator' kwargs or the 'state_dict'.")
+        info["generator"] = {**_LEGACY_GENERATOR, **info["generator"]}
+        return ckpt["state_dict"], info
+    metadata = getattr(ckpt, "_metadata", None) or {}
+    info = metadata.get(METADATA_KEY) if isinstance(ckpt, Mapping) else None
+    if not isinstance(info, Mapping) or info.get("format") != GENERATOR_FORMAT:
+        found = info.get("format") if isinstance(info, Mapping) else None
+        if found is None and isinstance(ckpt, Mapping):
+            found = ckpt.get("format", "a state_dict without LSTMAGAN metadata")
+        hint = ""
+        if isinstance(ckpt, Mapping) and {"network", "trainer"} <= set(ckpt):
+            hint = " It looks like a full training checkpoint: load 'model.pt' from the same folder instead."
+        raise ValueError(
+            f"'{path}' is not an LSTMAGAN generator checkpoint (expected format '{GENERATOR_FORMAT}', "
+            f"found {found!r}).{hint}"
+        )
+    info = dict(info)
+    if not isinstance(info.get("generator"), Mapping):
+        raise ValueError(f"generator checkpoint '{path}' lacks the 'generator' kwargs.")
+    return ckpt, info
 
 
 def load_generator(
@@ -119,8 +160,10 @@ def load_generator(
         map_location: where to load the tensors (the returned generator lives there too).
 
     Returns:
-        ``(generator, checkpoint)``: the generator in eval mode and the whole checkpoint dict
-        (``checkpoint["generator"]`` holds the constructor kwargs).
+        ``(generator, info)``: the generator in eval mode and the checkpoint's metadata dict
+        (``info["generator"]`` holds the constructor kwargs, ``info["format"]`` the file format, plus the
+        extras saved with it such as ``"epoch"``). A ``monai_lstmagan.generator/1`` file loads with
+        ``residual="none", norm="batch"``, the architecture it was trained with.
 
     Raises:
         FileNotFoundError: the file does not exist.
@@ -136,18 +179,8 @@ def load_generator(
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
         raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {e}") from e
-    if not isinstance(ckpt, Mapping) or ckpt.get("format") != GENERATOR_FORMAT:
-        found = ckpt.get("format") if isinstance(ckpt, Mapping) else type(ckpt).__name__
-        hint = ""
-        if isinstance(ckpt, Mapping) and {"network", "trainer"} <= set(ckpt):
-            hint = " It looks like a full training checkpoint: load 'model.pt' from the same folder instead."
-        raise ValueError(
-            f"'{path}' is not an LSTMAGAN generator checkpoint (expected format '{GENERATOR_FORMAT}', "
-            f"found {found!r}).{hint}"
-        )
-    if not isinstance(ckpt.get("generator"), Mapping) or not isinstance(ckpt.get("state_dict"), Mapping):
-        raise ValueError(f"generator checkpoint '{path}' lacks the 'generator' kwargs or the 'state_dict'.")
-    kwargs = dict(ckpt["generator"])
+    state_dict, info = _checkpoint_parts(ckpt, path)
+    kwargs = dict(info["generator"])
     scale = kwargs.get("scale")
     if expected_scale is not None and scale != expected_scale:
         raise ValueError(
@@ -159,13 +192,13 @@ def load_generator(
     except TypeError as e:
         raise ValueError(f"generator checkpoint '{path}' records unknown generator arguments {kwargs}: {e}") from e
     try:
-        generator.load_state_dict(ckpt["state_dict"], strict=True)
+        generator.load_state_dict(state_dict, strict=True)
     except RuntimeError as e:
         raise ValueError(
             f"generator checkpoint '{path}': weights do not match the recorded architecture {kwargs}: {e}"
         ) from e
     generator.to(map_location).eval()
-    return generator, dict(ckpt)
+    return generator, info
 
 
 def latest_checkpoint(output_dir: str | os.PathLike, pattern: str = "checkpoint_*.pt") -> str:

@@ -389,7 +389,7 @@ python -m monai.bundle run --config_file configs/evaluate.yaml --bundle_root . -
 ```
 Export TorchScript and check the bundle:
 ```
-python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt --key_in_ckpt state_dict --meta_file configs/metadata.json --config_file configs/inference.yaml --bundle_root .
+python -m monai.bundle ckpt_export network_def --filepath models/model.ts --ckpt_file models/model.pt --meta_file configs/metadata.json --config_file configs/inference.yaml --bundle_root .
 python -m monai.bundle verify_metadata --meta_file configs/metadata.json --filepath scripts/{PACKAGE}/resources/{SCHEMA_FILE}
 python -m monai.bundle verify_net_in_out network_def --meta_file configs/metadata.json --config_file configs/inference.yaml --bundle_root .
 ```
@@ -488,7 +488,7 @@ def export_bundle(
     failures = []
     result = _isolated(
         out, out, True, "module", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts",
-        "--ckpt_file", "models/model.pt", "--key_in_ckpt", "state_dict", "--meta_file", "configs/metadata.json",
+        "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
         "--config_file", "configs/inference.yaml", "--bundle_root", ".",
     )  # fmt: skip
     if result.returncode != 0:
@@ -727,7 +727,7 @@ def verify_bundle(bundle_dir: str, large_file_mb: float = LARGE_FILE_MB) -> list
             failures += _check_vendored(result, bundle, "config/metadata/network/TorchScript checks")
         result = _isolated(
             bundle, bundle, True, "module", "monai.bundle", "ckpt_export", "network_def",
-            "--filepath", str(work / "reexport.ts"), "--ckpt_file", "models/model.pt", "--key_in_ckpt", "state_dict",
+            "--filepath", str(work / "reexport.ts"), "--ckpt_file", "models/model.pt",
             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--bundle_root", ".",
         )  # fmt: skip
         if result.returncode != 0:

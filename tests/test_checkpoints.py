@@ -9,6 +9,7 @@ import torch
 
 from monai_lstmagan.checkpoints import (
     GENERATOR_FORMAT,
+    METADATA_KEY,
     atomic_save,
     latest_checkpoint,
     load_generator,
@@ -25,8 +26,12 @@ def test_save_and_load_generator_roundtrip(tmp_path):
     generator = LSTMAGANGenerator(**TINY).eval()
     path = save_generator(tmp_path / "model.pt", generator, TINY, extra={"epoch": 3})
     raw = torch.load(path, weights_only=True)
-    assert raw["format"] == GENERATOR_FORMAT and raw["generator"] == TINY and raw["epoch"] == 3
-    assert set(raw["state_dict"]) == set(generator.state_dict())
+    # model-zoo convention: the file IS a state_dict; the architecture rides in its _metadata
+    assert set(raw) == set(generator.state_dict())
+    info = raw._metadata[METADATA_KEY]
+    assert info["format"] == GENERATOR_FORMAT and info["generator"] == TINY and info["epoch"] == 3
+    plain = LSTMAGANGenerator(**TINY).eval()
+    plain.load_state_dict(raw)  # strict: what a model-zoo user does
     loaded, ckpt = load_generator(path, expected_scale=2)
     x = torch.rand(1, 1, 6, 6)
     with torch.no_grad():
@@ -40,11 +45,29 @@ def test_save_generator_unwraps_and_requires_scale(tmp_path):
     wrapped = torch.nn.DataParallel(generator)
     assert unwrap_module(wrapped) is generator
     save_generator(tmp_path / "model.pt", wrapped, TINY)
-    assert not any(k.startswith("module.") for k in torch.load(tmp_path / "model.pt", weights_only=True)["state_dict"])
+    assert not any(k.startswith("module.") for k in torch.load(tmp_path / "model.pt", weights_only=True))
     with pytest.raises(ValueError, match="scale"):
         save_generator(tmp_path / "x.pt", generator, {"num_blocks": 1})
     with pytest.raises(ValueError, match="reserved"):
         save_generator(tmp_path / "x.pt", generator, TINY, extra={"state_dict": {}})
+
+
+def test_first_format_files_load_as_the_srresnet_output_generator_they_are(tmp_path):
+    """model.pt files written before the bicubic residual (format /1: a dict, BatchNorm, no residual) still load."""
+    torch.manual_seed(0)
+    legacy = LSTMAGANGenerator(**TINY, residual="none", norm="batch").eval()
+    path = tmp_path / "old_model.pt"
+    state = {k: v.clone() for k, v in legacy.state_dict().items()}
+    torch.save({"state_dict": state, "generator": dict(TINY), "format": "monai_lstmagan.generator/1", "epoch": 5}, path)
+    loaded, info = load_generator(path, expected_scale=2)
+    assert info["generator"]["residual"] == "none" and info["generator"]["norm"] == "batch" and info["epoch"] == 5
+    x = torch.rand(1, 1, 6, 6)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), legacy(x))
+    plain = tmp_path / "plain_state_dict.pt"
+    torch.save(LSTMAGANGenerator(**TINY).state_dict(), plain)  # weights without the LSTMAGAN metadata
+    with pytest.raises(ValueError, match="plain_state_dict.pt.*not an LSTMAGAN generator checkpoint.*metadata"):
+        load_generator(plain)
 
 
 def test_load_generator_of_another_scale_errors_clearly(tmp_path):

@@ -74,7 +74,7 @@ def test_verify_net_in_out(tmp_path):
 def test_ckpt_export_torchscript_equals_eager(tmp_path, tiny_model):
     target = str(tmp_path / "model.ts")
     ckpt_export(
-        net_id="network_def", filepath=target, ckpt_file=tiny_model, key_in_ckpt="state_dict", meta_file=METADATA,
+        net_id="network_def", filepath=target, ckpt_file=tiny_model, meta_file=METADATA,
         config_file=INFERENCE, bundle_root=BUNDLE, **TINY_OVERRIDES,
     )  # fmt: skip
     extra = {"metadata.json": "", "inference.json": ""}
@@ -93,7 +93,7 @@ def test_ckpt_export_command_line(tmp_path, tiny_model):
     """The exact command of the README (with the tiny architecture given on the command line)."""
     cmd = [
         sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(tmp_path / "m.ts"),
-        "--ckpt_file", tiny_model, "--key_in_ckpt", "state_dict", "--meta_file", METADATA,
+        "--ckpt_file", tiny_model, "--meta_file", METADATA,
         "--config_file", INFERENCE, "--bundle_root", BUNDLE,
     ]  # fmt: skip
     for key, value in TINY_OVERRIDES.items():
@@ -115,7 +115,7 @@ def test_onnx_export_dynamic_batch_and_size(tmp_path, tiny_model):
     target = str(tmp_path / "model.onnx")
     axes = {0: "batch", 2: "height", 3: "width"}
     onnx_export(
-        net_id="network_def", filepath=target, ckpt_file=tiny_model, key_in_ckpt="state_dict", meta_file=METADATA,
+        net_id="network_def", filepath=target, ckpt_file=tiny_model, meta_file=METADATA,
         config_file=INFERENCE, bundle_root=BUNDLE, input_shape=[1, 1, 16, 16],
         converter_kwargs={"dynamic_axes": {"lr": axes, "sr": axes}, "input_names": ["lr"], "output_names": ["sr"]},
         **TINY_OVERRIDES,
