@@ -40,7 +40,10 @@ from monai_lstmagan.checkpoints import unwrap_module
 __all__ = ["AdversarialTrainer", "SliceStackInferer", "prepare_sr_batch", "loss_values", "LOSS_KEYS"]
 
 #: the scalar entries of the trainer output, in the column order of ``iterations.csv``.
-LOSS_KEYS = ("loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy")
+LOSS_KEYS = (
+    "loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy",
+    "d_accuracy_midpoint",
+)  # fmt: skip
 
 
 def prepare_sr_batch(
@@ -241,6 +244,8 @@ class AdversarialTrainer(SupervisedTrainer):
         output["d_real"] = d_out["d_real"].detach().float().mean()
         output["d_fake"] = d_out["d_fake"].detach().float().mean()
         output["d_accuracy"] = d_out["accuracy"].detach().float()
+        if "accuracy_midpoint" in d_out:
+            output["d_accuracy_midpoint"] = d_out["accuracy_midpoint"].detach().float()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
         engine.d_scaler.scale(d_out["loss"]).backward()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)

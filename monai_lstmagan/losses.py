@@ -149,16 +149,31 @@ class WGANGPObjective:
     """Wasserstein GAN objective with gradient penalty (critic without BatchNorm and without sigmoid).
 
     ``discriminator_loss``: ``mean D(fake) - mean D(real) + gp_weight * gradient_penalty``; the returned
-    ``"gradient_penalty"`` is the unweighted penalty. ``accuracy`` is the fraction of real samples scored
-    above, and fake samples below, the batch midpoint ``(mean D(real) + mean D(fake)) / 2`` (critic values
-    have no fixed zero). ``generator_loss``: ``-mean D(fake)``.
+    ``"gradient_penalty"`` is the unweighted penalty. Critic values have no fixed zero, so there are two
+    accuracies: ``accuracy`` (paired) is the fraction of samples ``i`` with ``D(real_i) > D(fake_i)``: in SR
+    training ``fake_i`` is the super-resolution of the same crop as ``real_i``, so this asks whether the critic
+    ranks each HR sequence above its own SR, independent of how much anatomy the crop holds;
+    ``accuracy_midpoint`` is the fraction of real samples scored above, and fake samples below, the batch
+    midpoint ``(mean D(real) + mean D(fake)) / 2``, which content differences between crops (air vs tissue)
+    dominate. ``generator_loss``: ``-mean D(fake)``.
+
+    Lazy regularisation (StyleGAN2): with ``gp_interval = k > 1`` the penalty is computed on every k-th
+    critic step only, with weight ``k * gp_weight``, so its average pull is unchanged while the expensive
+    double backward (through the LSTM) runs ``k`` times less often; the other steps report the last
+    computed penalty.
 
     Args:
         gp_weight: lambda of the gradient penalty (10 in WGAN-GP).
+        gp_interval: compute the penalty every ``gp_interval`` critic steps (1: every step, as in WGAN-GP).
     """
 
-    def __init__(self, gp_weight: float = 10.0) -> None:
+    def __init__(self, gp_weight: float = 10.0, gp_interval: int = 1) -> None:
+        if int(gp_interval) < 1:
+            raise ValueError(f"WGANGPObjective: gp_interval must be >= 1, got {gp_interval}.")
         self.gp_weight = float(gp_weight)
+        self.gp_interval = int(gp_interval)
+        self.critic_steps = 0
+        self._last_penalty: torch.Tensor | None = None
 
     def discriminator_loss(
         self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
@@ -166,17 +181,24 @@ class WGANGPObjective:
         """Args: real, fake ``[B, T, 1, H, W]`` (fake detached by the caller). Returns loss and diagnostics."""
         _check_discriminator(discriminator, type(self).__name__, allow_batch_norm=False)
         d_real, d_fake = discriminator(real).float(), discriminator(fake).float()
-        penalty = gradient_penalty(discriminator, real, fake)
-        loss = d_fake.mean() - d_real.mean() + self.gp_weight * penalty
+        loss = d_fake.mean() - d_real.mean()
+        if self.critic_steps % self.gp_interval == 0 or self._last_penalty is None:
+            penalty = gradient_penalty(discriminator, real, fake)
+            loss = loss + self.gp_weight * self.gp_interval * penalty
+            self._last_penalty = penalty.detach()
+        self.critic_steps += 1
+        penalty = self._last_penalty
         with torch.no_grad():
             midpoint = (d_real.mean() + d_fake.mean()) / 2
-            accuracy = torch.cat([d_real > midpoint, d_fake < midpoint]).float().mean()
+            accuracy_midpoint = torch.cat([d_real > midpoint, d_fake < midpoint]).float().mean()
+            accuracy = (d_real > d_fake).float().mean()
         return {
             "loss": loss,
             "d_real": d_real.detach().mean(),
             "d_fake": d_fake.detach().mean(),
             "gradient_penalty": penalty.detach(),
             "accuracy": accuracy,
+            "accuracy_midpoint": accuracy_midpoint,
         }
 
     def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:

@@ -117,13 +117,14 @@ def test_wgan_gp_objective_losses_and_guards():
     critic = LinearCritic(_unit_weight())  # penalty 0, so the loss is the Wasserstein estimate alone
     objective = WGANGPObjective(gp_weight=10.0)
     out = objective.discriminator_loss(critic, real, fake)
-    assert set(out) == {"loss", "d_real", "d_fake", "gradient_penalty", "accuracy"}
+    assert set(out) == {"loss", "d_real", "d_fake", "gradient_penalty", "accuracy", "accuracy_midpoint"}
     d_real, d_fake = critic(real), critic(fake)
     torch.testing.assert_close(out["loss"], d_fake.mean() - d_real.mean(), atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(out["d_real"], d_real.mean().detach())
     midpoint = (d_real.mean() + d_fake.mean()) / 2
-    expected_accuracy = torch.cat([d_real > midpoint, d_fake < midpoint]).float().mean()
-    torch.testing.assert_close(out["accuracy"], expected_accuracy)
+    expected_midpoint = torch.cat([d_real > midpoint, d_fake < midpoint]).float().mean()
+    torch.testing.assert_close(out["accuracy_midpoint"], expected_midpoint)
+    torch.testing.assert_close(out["accuracy"], (d_real > d_fake).float().mean())  # paired: real_i vs its fake_i
     steep = LinearCritic(3 * _unit_weight())
     out = objective.discriminator_loss(steep, real, fake)
     torch.testing.assert_close(out["gradient_penalty"], torch.tensor(4.0), rtol=1e-5, atol=1e-5)
@@ -221,7 +222,8 @@ def test_hybrid_loss_weights_and_parts():
 
 
 def test_one_adversarial_step_updates_generator_and_critic():
-    generator = LSTMAGANGenerator(scale=2, num_blocks=1, channels=8, dense_layers=2, growth=4)
+    # SRResNet output: the bicubic residual's zero tail would hold the body's gradient at 0 in this first step
+    generator = LSTMAGANGenerator(scale=2, num_blocks=1, channels=8, dense_layers=2, growth=4, residual="none")
     critic = LSTMDiscriminator(**TINY_LSTM_D)
     objective, hybrid = WGANGPObjective(), HybridLoss(PerceptualLoss(layer="relu1_2"))
     lr, hr = torch.rand(2, 4, 1, 8, 8), torch.rand(2, 4, 1, 16, 16)
@@ -233,3 +235,33 @@ def test_one_adversarial_step_updates_generator_and_critic():
     losses = hybrid(sr, hr, objective.generator_loss(critic, sr))
     losses["loss"].backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.parameters())
+
+
+def test_paired_accuracy_ignores_content_offsets_that_the_midpoint_accuracy_cannot():
+    """Crops differ in content (air vs tissue) far more than HR differs from its SR: the paired accuracy sees
+    that the critic ranks every HR above its own SR, the midpoint accuracy is at chance."""
+
+    class OffsetCritic(nn.Module):
+        def forward(self, x):
+            return x.flatten(1).mean(1)
+
+    content = torch.tensor([0.0, 10.0, 0.0]).reshape(3, 1, 1, 1, 1)
+    real = content + torch.full(SHAPE, 0.1)
+    fake = content + torch.zeros(SHAPE)
+    out = WGANGPObjective().discriminator_loss(OffsetCritic(), real, fake)
+    assert out["accuracy"].item() == 1.0
+    assert out["accuracy_midpoint"].item() == 0.5
+
+
+def test_lazy_gradient_penalty_every_k_steps_with_k_times_the_weight():
+    real, fake = torch.rand(SHAPE), torch.rand(SHAPE)
+    steep = LinearCritic(3 * _unit_weight())  # penalty (3 - 1)^2 = 4
+    objective = WGANGPObjective(gp_weight=10.0, gp_interval=3)
+    wasserstein = (steep(fake).mean() - steep(real).mean()).detach()
+    losses = [objective.discriminator_loss(steep, real, fake) for _ in range(6)]
+    for step, out in enumerate(losses):
+        expected = wasserstein + (3 * 10.0 * 4.0 if step % 3 == 0 else 0.0)
+        torch.testing.assert_close(out["loss"].detach(), expected, rtol=1e-5, atol=1e-4)
+        torch.testing.assert_close(out["gradient_penalty"], torch.tensor(4.0), rtol=1e-5, atol=1e-5)  # last computed
+    with pytest.raises(ValueError, match="gp_interval"):
+        WGANGPObjective(gp_interval=0)
