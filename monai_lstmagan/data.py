@@ -312,6 +312,7 @@ def make_datalist(
     brats_modality: str = "flair",
     fractions: Sequence[float] = (0.7, 0.2, 0.1),
     seed: int = 0,
+    validation_patients: Sequence[str] | None = None,
 ) -> dict:
     """Write the patient-level split of ``dataset_dir`` to ``datalist_file`` once, and reuse it afterwards.
 
@@ -327,6 +328,10 @@ def make_datalist(
         datalist_file: the JSON file to write or reuse (its folder is created).
         layout, modality, brats_modality: as in :func:`find_volumes`.
         fractions, seed: as in :func:`split_by_patient`.
+        validation_patients: a fixed split instead of the random one: these patients (``"patient"`` ids of
+            :func:`find_volumes`, e.g. ``"ct/lung1_crop"``) are the validation split, every other patient is
+            training, and there is no test split; ``[]`` trains on every patient (no validation). Used for
+            leave-one-patient-out runs and for the shipped models. Unknown ids are an error.
 
     Returns:
         the datalist: ``{"training": [items], "validation": [items], "test": [items]}``, items as in
@@ -334,7 +339,22 @@ def make_datalist(
     """
     path = Path(datalist_file).expanduser()
     if not path.exists():
-        datalist = split_by_patient(find_volumes(dataset_dir, layout, modality, brats_modality), fractions, seed)
+        items = find_volumes(dataset_dir, layout, modality, brats_modality)
+        if validation_patients is None:
+            datalist = split_by_patient(items, fractions, seed)
+        else:
+            held_out = {str(p) for p in validation_patients}
+            unknown = held_out - {str(i["patient"]) for i in items}
+            if unknown:
+                raise ValueError(
+                    f"validation_patients {sorted(unknown)} are not patients of {os.fspath(dataset_dir)!r} "
+                    f"(found {sorted({str(i['patient']) for i in items})})."
+                )
+            datalist = {
+                "training": [i for i in items if str(i["patient"]) not in held_out],
+                "validation": [i for i in items if str(i["patient"]) in held_out],
+                "test": [],
+            }
         _write_json_atomic({key: datalist[key] for key in ("training", "validation", "test")}, path)
         logger.info("Wrote datalist %s: %s", path, ", ".join(f"{len(datalist[k])} {k}" for k in SPLIT_KEYS))
         return datalist

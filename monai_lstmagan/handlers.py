@@ -7,6 +7,8 @@
 - :class:`GeneratorCheckpoint`: ``model.pt`` (latest) and ``model_best.pt`` (best validation metric) in the
   generator-only format of :mod:`monai_lstmagan.checkpoints`.
 - :class:`AtomicCheckpointSaver`: MONAI ``CheckpointSaver`` whose files are written atomically.
+- :class:`ForegroundMetrics`: per-volume foreground (and whole-image) PSNR / SSIM of validation outputs,
+  the same numbers as the evaluation workflow (:func:`monai_lstmagan.evaluation.volume_metrics`).
 
 Everything else (stats, TensorBoard, validation, full checkpoints, LR schedules) uses MONAI's handlers.
 """
@@ -29,6 +31,7 @@ from monai.handlers import CheckpointSaver
 from monai.utils import AdversarialIterationEvents
 
 from monai_lstmagan.checkpoints import atomic_save, save_generator, unwrap_module
+from monai_lstmagan.evaluation import volume_metrics
 
 __all__ = [
     "GeneratorEMA",
@@ -36,6 +39,7 @@ __all__ = [
     "CSVLogger",
     "GeneratorCheckpoint",
     "AtomicCheckpointSaver",
+    "ForegroundMetrics",
     "slice_pairs",
     "ITERATION_COLUMNS",
     "VALIDATION_COLUMNS",
@@ -43,9 +47,12 @@ __all__ = [
 
 ITERATION_COLUMNS = (
     "epoch", "iteration", "loss", "mse", "perceptual", "adversarial",
-    "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy",
+    "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy", "d_accuracy_midpoint",
 )  # fmt: skip
-VALIDATION_COLUMNS = ("epoch", "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic")
+VALIDATION_COLUMNS = (
+    "epoch", "psnr_fg_sr", "psnr_fg_bicubic", "ssim_fg_sr", "ssim_fg_bicubic",
+    "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic",
+)  # fmt: skip
 
 
 def _is_main_process() -> bool:
@@ -319,3 +326,51 @@ def slice_pairs(pred_key: str, label_key: str = "label") -> Callable[[Any], tupl
         return torch.cat([i[pred_key] for i in items]), torch.cat([i[label_key] for i in items])
 
     return _transform
+
+
+class ForegroundMetrics:
+    """Foreground PSNR / SSIM per validation volume, averaged over volumes, written to ``engine.state.metrics``.
+
+    For every output key in ``pred_keys`` (``{"sr": "pred", "bicubic": "bicubic"}``) it records
+    ``psnr_fg_<name>`` and ``ssim_fg_<name>``: :func:`monai_lstmagan.evaluation.volume_metrics` on the mask
+    voxels (data range 1), the definition of the evaluation workflow, so validation and evaluation agree.
+    Attach it to the evaluator BEFORE the handlers that read the metrics (stats, CSV, best-model saver):
+    it fills ``engine.state.metrics`` at EPOCH_COMPLETED. The evaluator's decollated output items must hold
+    the slice stacks ``[Z, 1, H, W]`` under the ``pred_keys``, ``label_key`` and ``mask_key``.
+    Volumes are averaged on each rank (one process validates every volume in the bundle's configs).
+
+    Args:
+        pred_keys: ``{metric suffix: output key}``.
+        label_key: the HR reference key.
+        mask_key: the foreground mask key (copied into the output by the validation postprocessing).
+    """
+
+    def __init__(
+        self,
+        pred_keys: Mapping[str, str] | None = None,
+        label_key: str = "label",
+        mask_key: str = "fg_mask",
+    ) -> None:
+        self.pred_keys = dict(pred_keys or {"sr": "pred", "bicubic": "bicubic"})
+        self.label_key, self.mask_key = label_key, mask_key
+        self._values: dict[str, list[float]] = {}
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.reset)
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
+
+    def reset(self, engine: Engine | None = None) -> None:
+        self._values = {}
+
+    def update(self, engine: Engine) -> None:
+        items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
+        for item in items:
+            for name, key in self.pred_keys.items():
+                metrics = volume_metrics(item[key], item[self.label_key], item[self.mask_key])["foreground"]
+                self._values.setdefault(f"psnr_fg_{name}", []).append(metrics["psnr"])
+                self._values.setdefault(f"ssim_fg_{name}", []).append(metrics["ssim"])
+
+    def completed(self, engine: Engine) -> None:
+        for name, values in self._values.items():
+            engine.state.metrics[name] = sum(values) / len(values)

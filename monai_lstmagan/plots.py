@@ -100,11 +100,13 @@ def plot_training_curves(output_dir: str) -> list[str]:
 
     Reads ``iterations.csv`` (columns ``epoch,iteration,loss,mse,perceptual,adversarial,d_loss,
     gradient_penalty,d_real,d_fake,d_accuracy``; values are averaged per epoch) and
-    ``validation.csv`` (columns ``epoch,psnr_sr,psnr_bicubic,ssim_sr,ssim_bicubic``). Writes
+    ``validation.csv`` (columns ``epoch`` and ``<metric>_sr``, ``<metric>_bicubic`` for the metrics of
+    :data:`VALIDATION_PANELS`: foreground and whole-image PSNR / SSIM). Writes
 
     - ``curves_losses.png``: one axis per generator part, D loss and gradient penalty,
-    - ``curves_d_accuracy.png``: discriminator accuracy (chance level 0.5 marked),
-    - ``curves_validation.png``: validation PSNR and SSIM per epoch, SR next to bicubic.
+    - ``curves_d_accuracy.png``: discriminator accuracy, paired and midpoint (chance level 0.5 marked),
+    - ``curves_validation.png``: validation PSNR and SSIM per epoch (foreground and whole image), SR next to
+      bicubic.
 
     A CSV that is missing or has no rows is skipped with a warning; columns with no finite values
     (e.g. ``adversarial`` during MSE-only pre-training) are left out.
@@ -118,7 +120,9 @@ def plot_training_curves(output_dir: str) -> list[str]:
     written: list[str] = []
     iterations_csv = os.path.join(output_dir, "iterations.csv")
     if _usable(iterations_csv):
-        means = read_epoch_means(iterations_csv, (*LOSS_COLUMNS, "d_accuracy", "d_real", "d_fake"))
+        means = read_epoch_means(
+            iterations_csv, (*LOSS_COLUMNS, "d_accuracy", "d_accuracy_midpoint", "d_real", "d_fake")
+        )
         if not means:
             warnings.warn(f"{iterations_csv} has no rows: its curves are skipped.", stacklevel=2)
         else:
@@ -126,7 +130,9 @@ def plot_training_curves(output_dir: str) -> list[str]:
             written += _plot_d_accuracy(means, output_dir)
     validation_csv = os.path.join(output_dir, "validation.csv")
     if _usable(validation_csv):
-        means = read_epoch_means(validation_csv, ("psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic"))
+        means = read_epoch_means(
+            validation_csv, tuple(f"{metric}_{m}" for metric, _ in VALIDATION_PANELS for m in ("sr", "bicubic"))
+        )
         if not means:
             warnings.warn(f"{validation_csv} has no rows: its curves are skipped.", stacklevel=2)
         else:
@@ -170,7 +176,9 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     if not _has_values(means.get("d_accuracy")):
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(means["epoch"], means["d_accuracy"], marker="o", markersize=3, label="D accuracy")
+    ax.plot(means["epoch"], means["d_accuracy"], marker="o", markersize=3, label="D accuracy (paired)")
+    if _has_values(means.get("d_accuracy_midpoint")):
+        ax.plot(means["epoch"], means["d_accuracy_midpoint"], marker="s", markersize=3, label="D accuracy (midpoint)")
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
     _epoch_axis(ax)
@@ -180,18 +188,29 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     return _save(fig, os.path.join(output_dir, "curves_d_accuracy.png"))
 
 
+VALIDATION_PANELS = (
+    ("psnr_fg", "foreground PSNR (dB)"), ("ssim_fg", "foreground SSIM"),
+    ("psnr", "whole-image PSNR (dB)"), ("ssim", "whole-image SSIM"),
+)  # fmt: skip
+"""``(column prefix, title)`` of the validation panels; columns ``<prefix>_sr`` and ``<prefix>_bicubic``."""
+
+
 def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
-    panels = [(m, f"{m}_sr", f"{m}_bicubic") for m in ("psnr", "ssim")]
+    panels = [(m, f"{m}_sr", f"{m}_bicubic", title) for m, title in VALIDATION_PANELS]
     panels = [p for p in panels if _has_values(means.get(p[1])) or _has_values(means.get(p[2]))]
     if not panels:
         return []
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels), 3.5), squeeze=False)
-    for ax, (metric, sr_col, bic_col) in zip(axes.flat, panels):
+    ncols = min(2, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.0 * ncols, 3.5 * nrows), squeeze=False)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.axis("off")
+    for ax, (_, sr_col, bic_col, title) in zip(axes.flat, panels):
         if _has_values(means.get(sr_col)):
             ax.plot(means["epoch"], means[sr_col], marker="o", markersize=3, label="SR (generator)")
         if _has_values(means.get(bic_col)):
             ax.plot(means["epoch"], means[bic_col], linestyle="--", label="bicubic")
-        ax.set_title(f"validation {metric.upper()}" + (" (dB)" if metric == "psnr" else ""))
+        ax.set_title(f"validation {title}")
         _epoch_axis(ax)
         ax.legend()
     return _save(fig, os.path.join(output_dir, "curves_validation.png"))

@@ -126,13 +126,13 @@ def test_generator_checkpoint_latest_and_best(tmp_path):
     saved_epochs: list[int] = []
     evaluator.add_event_handler(
         Events.EPOCH_COMPLETED,
-        lambda e: saved_epochs.append(torch.load(tmp_path / "model_best.pt", weights_only=True)["epoch"]),
+        lambda e: saved_epochs.append(load_generator(tmp_path / "model_best.pt")[1]["epoch"]),
     )
     evaluator.run([0], max_epochs=3)
     assert saved_epochs == [1, 2, 2] and best.state_dict() == {"best_metric": 12.0, "best_epoch": 2}
     _, ckpt = load_generator(tmp_path / "model_best.pt", expected_scale=2)
     assert ckpt["metrics"]["psnr_sr"] == 12.0
-    assert torch.load(tmp_path / "model.pt", weights_only=True)["epoch"] == 3
+    assert load_generator(tmp_path / "model.pt")[1]["epoch"] == 3
     restored = GeneratorCheckpoint(str(tmp_path / "b.pt"), generator, TINY_G, key_metric_name="psnr_sr")
     restored.load_state_dict(best.state_dict())
     assert restored.best_metric == 12.0

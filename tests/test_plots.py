@@ -12,7 +12,7 @@ import torch
 from monai_lstmagan.plots import choose_inset, plot_comparison, plot_training_curves, read_epoch_means
 
 ITERATION_COLUMNS = "epoch,iteration,loss,mse,perceptual,adversarial,d_loss,gradient_penalty,d_real,d_fake,d_accuracy"
-VALIDATION_COLUMNS = "epoch,psnr_sr,psnr_bicubic,ssim_sr,ssim_bicubic"
+VALIDATION_COLUMNS = "epoch,psnr_sr,psnr_bicubic,ssim_sr,ssim_bicubic"  # whole image only: fg panels are left out
 
 
 def _write_csv(path, header: str, rows) -> None:
