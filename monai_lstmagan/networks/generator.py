@@ -23,7 +23,7 @@ def bicubic_upsample_slices(x: torch.Tensor, scale: int) -> torch.Tensor:
     even when upsampling, which is another kernel.) It is the bicubic baseline
     (:func:`monai_lstmagan.transforms.bicubic_upsample`) and the global residual of the generator.
     """
-    size = [int(x.shape[-2]) * scale, int(x.shape[-1]) * scale]
+    size = [x.shape[-2] * scale, x.shape[-1] * scale]
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
