@@ -42,6 +42,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 
 __all__ = [
     "super_resolve_volume",
@@ -499,6 +500,7 @@ def run_inference(
     tile: int | None = None,
     tile_overlap: float = 0.25,
     progress: bool = True,
+    expected_scale: int | None = None,
 ) -> list[str]:
     """Super-resolve files and/or every volume of a folder with a generator checkpoint.
 
@@ -511,6 +513,7 @@ def run_inference(
         inputs: volume files or folders; when given, ``dataset_dir`` is ignored.
         dataset_dir: folder searched with ``data.find_volumes`` (LUNA16, BraTS or any-folder layout).
         modality, output_dtype, batch_size, device, amp, tile, tile_overlap, progress: see :func:`super_resolve_file`.
+        expected_scale: when given, the checkpoint's scale must equal it (clear error otherwise).
 
     Returns:
         the paths written, in input order.
@@ -522,7 +525,7 @@ def run_inference(
         inputs = [dataset_dir]
     items = _collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
     device = _resolve_device(device)
-    generator, _ = load_generator(ckpt_path, map_location="cpu")
+    generator, _ = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
     written = []
     for path, item_modality in tqdm(items, desc="volumes", unit="volume", disable=not progress or len(items) < 2):
         written.append(
@@ -537,7 +540,7 @@ def run_inference(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console command ``lstmagan-sr IN... -o OUT --model MODEL``."""
+    """Console command ``lstmagan-sr IN... -o OUT [--model MODEL | --scale 2|4]``."""
     parser = argparse.ArgumentParser(
         prog="lstmagan-sr",
         description="Super-resolve 3D volumes (in-plane, slice by slice) with an LSTMAGAN generator, keeping "
@@ -545,7 +548,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("inputs", nargs="+", help="volume files (.nii, .nii.gz, .mhd, .mha, .nrrd) or folders")
     parser.add_argument("-o", "--output-dir", required=True, help="output folder (created if needed)")
-    parser.add_argument("--model", required=True, help="generator checkpoint model.pt")
+    parser.add_argument(
+        "--model", default=None, help="generator checkpoint model.pt (default: the shipped model of --scale)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=None, choices=sorted(PRETRAINED_FILES),
+        help="SR factor of the shipped model used when --model is not given (default 2); with --model the "
+        "checkpoint's scale must equal it",
+    )  # fmt: skip
     parser.add_argument("--modality", default="auto", choices=("auto", "ct", "mr"), help="intensity normalisation")
     parser.add_argument(
         "--batch-size", type=int, default=None, help="slices per forward pass (default: 8 on CUDA, 1 on CPU)"
@@ -558,8 +568,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     try:
+        model = args.model if args.model else pretrained_model_path(args.scale or 2)
         run_inference(
-            args.model, args.output_dir, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
+            model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
             batch_size=args.batch_size, device=args.device, amp=args.amp, tile=args.tile,
             tile_overlap=args.tile_overlap, progress=not args.no_progress,
         )

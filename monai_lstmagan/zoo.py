@@ -47,6 +47,7 @@ import torch
 import yaml
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.pretrained import pretrained_model_path
 
 __all__ = [
     "PACKAGE",
@@ -751,7 +752,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"python -m {PACKAGE}.zoo", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="write a model-zoo bundle for a checkpoint and verify it")
-    export.add_argument("--ckpt", required=True, help="generator checkpoint model.pt")
+    export.add_argument("--ckpt", default=None, help="generator checkpoint model.pt (default: the shipped x2 model)")
     export.add_argument("--out", required=True, help="new bundle folder (must not exist or be empty)")
     export.add_argument("--summary", default=None, help="summary.json of evaluate, for the README metrics table")
     export.add_argument("--version", default=None, help="bundle version (default: the repository metadata's)")
@@ -766,7 +767,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "export":
             failures = export_bundle(
-                args.ckpt, args.out, args.summary, args.version, args.changelog, args.notes, args.bundle_dir,
+                args.ckpt or pretrained_model_path(2), args.out, args.summary, args.version, args.changelog, args.notes,
+                args.bundle_dir,
                 args.large_file_mb,
             )
             target = args.out

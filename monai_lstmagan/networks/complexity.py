@@ -87,8 +87,8 @@ def generator_complexity_table(
     """Markdown table of parameters and GFLOPs per ``input_size``² LR slice and per output megapixel.
 
     Args:
-        configs: ``(label, generator kwargs)`` pairs; default: the default generator and the small CPU
-            configuration (``num_blocks=4, channels=32``).
+        configs: ``(label, generator kwargs)`` pairs; default: the default (paper-sized) generator, the small
+            CPU configuration, the shipped models' (``bundle/configs/pretrain.yaml``) and the demo's (``train.yaml``).
         scales: upsampling factors.
         input_size: side of the square LR input slice.
     """
@@ -98,6 +98,8 @@ def generator_complexity_table(
         configs = [
             ("default (16 blocks, 64 ch)", {}),
             ("small CPU (4 blocks, 32 ch)", {"num_blocks": 4, "channels": 32}),
+            ("shipped (3 blocks, 32 ch, growth 16)", {"num_blocks": 3, "channels": 32, "growth": 16}),
+            ("demo (2 blocks, 16 ch, growth 8)", {"num_blocks": 2, "channels": 16, "growth": 8}),
         ]
     lines = [
         f"| generator | scale | parameters | GFLOPs per {input_size}x{input_size} LR slice | "

@@ -1,0 +1,34 @@
+"""The shipped default generators (x2 and x4), trained on the embedded sample data.
+
+The files live inside the package (so a pip-installed package finds them, not only a checkout);
+``bundle/models/model.pt`` (x2, the model-zoo default) and ``bundle/models/model_x4.pt`` link to them.
+How they were trained (config, command, iterations, time) and how well they do (leave-one-patient-out
+against bicubic and the MSE-only model) is recorded in ``TRAINING.md`` next to them and in the README.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["PRETRAINED_FILES", "pretrained_model_path"]
+
+PRETRAINED_FILES = {2: "lstmagan_x2.pt", 4: "lstmagan_x4.pt"}
+"""Shipped generator checkpoint per scale (files in this folder)."""
+
+
+def pretrained_model_path(scale: int = 2) -> str:
+    """Path of the shipped generator checkpoint for ``scale``.
+
+    Raises:
+        ValueError: no model is shipped for that scale.
+        FileNotFoundError: the file is missing from this installation.
+    """
+    if scale not in PRETRAINED_FILES:
+        raise ValueError(
+            f"no shipped model for x{scale} (shipped: {', '.join(f'x{s}' for s in PRETRAINED_FILES)}); "
+            "train one with bundle/configs/train.yaml and pass it with --model."
+        )
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRETRAINED_FILES[scale])
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"the shipped x{scale} model '{path}' is missing from this installation.")
+    return path

@@ -1,0 +1,94 @@
+"""The shipped default models: they beat bicubic, `lstmagan-sr` uses them without --model, and the x2 file
+follows the model-zoo convention (MONAI's ckpt_export / verify_net_in_out with their default arguments)."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.evaluation import evaluate
+from monai_lstmagan.inference import main
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = REPO / "bundle" / "sample_data"
+BUNDLE_MODELS = {2: REPO / "bundle" / "models" / "model.pt", 4: REPO / "bundle" / "models" / "model_x4.pt"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", sorted(PRETRAINED_FILES))
+def test_shipped_model_beats_bicubic_on_every_sample_volume(scale, tmp_path):
+    evaluate(pretrained_model_path(scale), str(tmp_path), dataset_dir=str(SAMPLE_DATA), split="all", figures=False,
+             progress=False)  # fmt: skip
+    with open(tmp_path / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["region"] == "foreground"]
+    psnr = {(r["volume"], r["method"]): float(r["psnr"]) for r in rows}
+    volumes = sorted({volume for volume, _ in psnr})
+    assert len(volumes) == 2
+    for volume in volumes:  # (the shipped models were trained on these two volumes: the README has held-out numbers)
+        assert psnr[(volume, "sr")] > psnr[(volume, "bicubic")] + 0.5, (volume, psnr)
+
+
+@pytest.mark.parametrize("scale", sorted(PRETRAINED_FILES))
+def test_bundle_models_are_the_shipped_files(scale):
+    generator, info = load_generator(BUNDLE_MODELS[scale], expected_scale=scale)
+    assert BUNDLE_MODELS[scale].resolve() == Path(pretrained_model_path(scale)).resolve()
+    assert info["generator"]["residual"] == "bicubic" and BUNDLE_MODELS[scale].stat().st_size < 5 * 2**20
+    # a model-zoo user loads the file as a plain state_dict
+    plain = type(generator)(**info["generator"])
+    plain.load_state_dict(torch.load(BUNDLE_MODELS[scale], weights_only=True))
+
+
+def _write_volume(path: Path, shape=(40, 36, 3)) -> None:
+    rng = np.random.default_rng(0)
+    values = np.full(shape, -1000.0, np.float32)
+    values[6:-6, 6:-6] = 40.0 + 30.0 * rng.standard_normal((shape[0] - 12, shape[1] - 12, shape[2]))
+    nib.save(nib.Nifti1Image(values, np.diag([0.8, 0.8, 5.0, 1.0])), str(path))
+
+
+@pytest.mark.parametrize("scale", [None, 2, 4])
+def test_console_command_without_model_uses_the_shipped_model(tmp_path, scale):
+    scan = tmp_path / "scan.nii.gz"
+    _write_volume(scan)
+    args = [str(scan), "-o", str(tmp_path / "out"), "--no-progress"] + ([] if scale is None else ["--scale", str(scale)])
+    assert main(args) == 0
+    out = nib.load(str(tmp_path / "out" / "scan_sr.nii.gz"))
+    factor = scale or 2
+    assert out.shape == (40 * factor, 36 * factor, 3)
+    np.testing.assert_allclose(out.header.get_zooms(), (0.8 / factor, 0.8 / factor, 5.0), rtol=1e-5)
+
+
+def test_console_command_checks_the_scale_of_a_given_model(tmp_path, capsys):
+    scan = tmp_path / "scan.nii.gz"
+    _write_volume(scan)
+    assert main([str(scan), "-o", str(tmp_path / "out"), "--model", pretrained_model_path(2), "--scale", "4"]) == 1
+    assert "x2" in capsys.readouterr().err and not (tmp_path / "out" / "scan_sr.nii.gz").exists()
+
+
+@pytest.mark.slow
+def test_monai_ckpt_export_and_verify_net_in_out_with_default_arguments(tmp_path):
+    """As the model-zoo CI runs them: no --key_in_ckpt, the bundle's own inference.yaml network_def."""
+    configs = REPO / "bundle" / "configs"
+    common = ["--meta_file", str(configs / "metadata.json"), "--config_file", str(configs / "inference.yaml"),
+              "--bundle_root", str(REPO / "bundle")]  # fmt: skip
+    for command in (
+        ["ckpt_export", "network_def", "--filepath", str(tmp_path / "model.ts"), "--ckpt_file",
+         str(BUNDLE_MODELS[2]), *common],
+        ["verify_net_in_out", "network_def", *common],
+    ):  # fmt: skip
+        proc = subprocess.run([sys.executable, "-m", "monai.bundle", *command], cwd=REPO, capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    scripted = torch.jit.load(str(tmp_path / "model.ts"))
+    eager, _ = load_generator(BUNDLE_MODELS[2])
+    lr = torch.rand(1, 1, 24, 20)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(lr), eager(lr))
