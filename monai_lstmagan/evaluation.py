@@ -130,19 +130,26 @@ def select_volumes(
     split: str = "test",
     modality: str = "auto",
 ) -> list[dict]:
-    """The volumes to evaluate: one split of the datalist (written once, shared with training) or a whole folder.
+    """The volumes to evaluate: one split of the datalist (written once by training) or a whole folder.
+
+    Evaluation never writes a datalist: when ``datalist_file`` does not exist, the split of ``dataset_dir``
+    is computed in memory exactly as training would write it (``data.split_by_patient``, same seed). When
+    both are given, the datalist's volumes must lie in ``dataset_dir``: a datalist of another dataset is
+    refused instead of silently evaluating other volumes than the folder asked for.
 
     Args:
-        dataset_dir: the dataset folder (needed for ``split="all"`` or to write a missing datalist).
-        datalist_file: the datalist JSON of training; created by ``data.make_datalist`` if it does not exist.
+        dataset_dir: the dataset folder (needed for ``split="all"`` or without a datalist file).
+        datalist_file: the datalist JSON of training (read, never written).
         split: ``"test"`` (the held-out split), ``"validation"``, ``"training"`` or ``"all"`` (every volume
             of ``dataset_dir``, no datalist).
         modality: ``"ct"``, ``"mr"`` or ``"auto"``.
 
     Raises:
-        ValueError: unknown split, or the split is empty (the message gives the split sizes).
+        ValueError: unknown split, the split is empty (the message gives the split sizes), or the datalist
+            lists volumes outside ``dataset_dir``.
+        FileNotFoundError: neither an existing datalist nor a dataset_dir.
     """
-    from monai_lstmagan.data import find_volumes, load_datalist, make_datalist
+    from monai_lstmagan.data import find_volumes, load_datalist, split_by_patient
 
     if split == "all":
         if not dataset_dir:
@@ -150,19 +157,32 @@ def select_volumes(
         return find_volumes(dataset_dir, modality=modality)
     if split not in ("test", "validation", "training"):
         raise ValueError(f"split must be 'test', 'validation', 'training' or 'all', got {split!r}.")
-    if not datalist_file:
-        raise ValueError(f"split {split!r} needs the datalist_file of training (or use split 'all').")
-    if os.path.exists(datalist_file):
+    if datalist_file and os.path.exists(datalist_file):
         datalist = load_datalist(datalist_file, modality)
+        source = f"'{datalist_file}'"
+        if dataset_dir:
+            root = os.path.join(os.path.realpath(dataset_dir), "")
+            outside = [i["image"] for k in ("training", "validation", "test") for i in datalist.get(k, [])
+                       if not os.path.realpath(i["image"]).startswith(root)]  # fmt: skip
+            if outside:
+                raise ValueError(
+                    f"datalist {source} lists {len(outside)} volume(s) outside dataset_dir '{dataset_dir}' (e.g. "
+                    f"'{outside[0]}'): it is the split of another dataset. Give that dataset's datalist "
+                    "(--datalist_file), or a datalist_file that does not exist to split dataset_dir in memory, "
+                    "or --split all to evaluate every volume of dataset_dir."
+                )
     elif dataset_dir:
-        datalist = make_datalist(dataset_dir, datalist_file, modality=modality)
+        datalist = split_by_patient(find_volumes(dataset_dir, modality=modality))
+        source = f"the patient split of '{dataset_dir}' (computed, not written)"
     else:
-        raise FileNotFoundError(f"datalist '{datalist_file}' does not exist and no dataset_dir was given to create it.")
+        raise FileNotFoundError(
+            f"datalist '{datalist_file}' does not exist and no dataset_dir was given to split: give --dataset_dir."
+        )
     items = datalist.get(split, [])
     if not items:
         sizes = ", ".join(f"{len(datalist.get(k, []))} {k}" for k in ("training", "validation", "test"))
         raise ValueError(
-            f"the {split!r} split of '{datalist_file}' is empty ({sizes}): evaluate another split "
+            f"the {split!r} split of {source} is empty ({sizes}): evaluate another split "
             "(--split validation) or every volume of a folder (--split all --dataset_dir DIR)."
         )
     return items

@@ -36,7 +36,9 @@ def tiny_models(tmp_path_factory) -> tuple[str, str]:
     paths = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        paths.append(save_generator(str(folder / f"g{seed}.pt"), LSTMAGANGenerator(**TINY), TINY))
+        generator = LSTMAGANGenerator(**TINY)
+        torch.nn.init.normal_(generator.tail.weight, std=0.01)  # an untrained residual G would just be bicubic
+        paths.append(save_generator(str(folder / f"g{seed}.pt"), generator, TINY))
     return paths[0], paths[1]
 
 
@@ -92,21 +94,33 @@ def test_summarize_mean_and_sample_std():
     assert summary["bicubic"]["whole"]["ssim"] == {"mean": None, "std": None, "count": 0}
 
 
-def test_select_volumes_uses_the_training_datalist(tmp_path):
-    data = tmp_path / "data"
-    data.mkdir()
-    for i in range(2):
-        write_mhd(str(data / f"ct{i}.mhd"), ct_volume((24, 24, 4), seed=i))
-    datalist = str(tmp_path / "datalist.json")
+def test_select_volumes_uses_the_training_datalist_and_never_writes_one(tmp_path):
+    from monai_lstmagan.data import make_datalist
+
+    data, other = tmp_path / "data", tmp_path / "other"
+    for folder in (data, other):
+        folder.mkdir()
+        for i in range(2):
+            write_mhd(str(folder / f"ct{i}.mhd"), ct_volume((24, 24, 4), seed=i))
+    datalist = str(tmp_path / "run" / "datalist.json")
     with pytest.raises(ValueError, match="'test' split .* is empty"):
         select_volumes(str(data), datalist, "test")
-    assert os.path.exists(datalist)  # written once, as training would
+    assert not os.path.exists(tmp_path / "run")  # evaluation never writes a training run's files
+    in_memory = select_volumes(str(data), datalist, "validation")  # the split training would write
+    make_datalist(str(data), datalist)  # what training writes
     validation = select_volumes(str(data), datalist, "validation")
     training = select_volumes(None, datalist, "training")
+    assert validation == in_memory
     assert len(validation) == len(training) == 1 and validation[0]["image"] != training[0]["image"]
     assert len(select_volumes(str(data), None, "all")) == 2
     with pytest.raises(ValueError, match="split must be"):
         select_volumes(str(data), datalist, "train")
+    # another dataset than the datalist's: refused, saying why, instead of evaluating the datalist's volumes
+    before = open(datalist).read()
+    with pytest.raises(ValueError, match="outside dataset_dir .*another dataset"):
+        select_volumes(str(other), datalist, "validation")
+    assert open(datalist).read() == before
+    assert {i["image"] for i in select_volumes(str(other), None, "all")} == {str(other / f"ct{i}.mhd") for i in (0, 1)}
 
 
 def test_evaluate_extra_checkpoint_and_saved_volumes(tmp_path, tiny_models):
@@ -176,3 +190,26 @@ def test_evaluate_bundle_on_sample_data(tmp_path, tiny_models, sample_data_dir):
     assert fg["mean"] == pytest.approx(np.mean(values), abs=1e-4) and fg["count"] == 2
     for name in ("lung1_crop", "brain1_t1c"):
         assert os.path.getsize(out / "figures" / f"{name}.png") > 10_000
+
+
+def test_evaluate_bundle_on_another_dataset_writes_nothing_of_a_training_run(tmp_path, tiny_models):
+    import subprocess
+    import sys
+
+    other = tmp_path / "other"
+    other.mkdir()
+    for i in range(2):
+        write_mhd(str(other / f"ct{i}.mhd"), ct_volume((24, 24, 4), seed=i))
+    train_dir = tmp_path / "runs" / "train"  # no training ran here
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "--config_file", os.path.join(REPO, "bundle", "configs", "evaluate.yaml"),
+        "--bundle_root", os.path.join(REPO, "bundle"), "--train_dir", str(train_dir), "--dataset_dir", str(other),
+        "--ckpt_path", tiny_models[0], "--split", "validation", "--output_dir", str(tmp_path / "eval"),
+        "--figures", "False", "--progress", "False",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert not (tmp_path / "runs").exists()
+    with open(tmp_path / "eval" / "metrics.csv", newline="") as f:
+        volumes = {r["volume"] for r in csv.DictReader(f)}
+    assert len(volumes) == 1 and volumes <= {"ct0", "ct1"}  # one volume of the folder given, its validation split
