@@ -40,7 +40,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 import torch
-from monai.metrics import PSNRMetric, SSIMMetric
+from monai.metrics import PSNRMetric
 from monai.metrics.regression import compute_ssim_and_cs
 from tqdm import tqdm
 
@@ -53,7 +53,6 @@ __all__ = [
     "REGIONS",
     "SSIM_WINDOW",
     "volume_metrics",
-    "ssim_whole_reference",
     "select_volumes",
     "summarize",
     "evaluate",
@@ -116,12 +115,6 @@ def volume_metrics(
         "foreground": {"psnr": fg_psnr, "ssim": fg_sum / fg_count if fg_count else math.nan},
         "whole": {"psnr": whole_psnr, "ssim": map_sum / map_count},
     }
-
-
-def ssim_whole_reference(pred: torch.Tensor, target: torch.Tensor) -> float:
-    """Whole-image SSIM with MONAI ``SSIMMetric`` (mean over slices); :func:`volume_metrics` must agree with it."""
-    metric = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA, reduction="mean")
-    return float(metric(pred.float(), target.float()).mean())
 
 
 def select_volumes(

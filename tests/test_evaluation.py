@@ -20,13 +20,22 @@ from monai_lstmagan.evaluation import (
     METRICS_COLUMNS,
     evaluate,
     select_volumes,
-    ssim_whole_reference,
     summarize,
+    SSIM_SIGMA,
+    SSIM_WINDOW,
     volume_metrics,
 )
 from monai_lstmagan.networks import LSTMAGANGenerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def ssim_whole_reference(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """Whole-image SSIM with MONAI ``SSIMMetric`` (mean over slices); :func:`volume_metrics` must agree with it."""
+    from monai.metrics import SSIMMetric
+
+    metric = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA, reduction="mean")
+    return float(metric(pred.float(), target.float()).mean())
 TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 8}
 
 

@@ -6,11 +6,11 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterable
 
 import pytest
 import torch
 from monai.bundle import ConfigParser, ckpt_export, verify_metadata, verify_net_in_out
-from onnx_check import assert_onnx_matches_torch
 
 from monai_lstmagan.checkpoints import load_generator, save_generator
 from monai_lstmagan.networks import LSTMAGANGenerator
@@ -22,6 +22,20 @@ METADATA = os.path.join(BUNDLE, "configs", "metadata.json")
 SCHEMA = os.path.join(REPO, "monai_lstmagan", "resources", "meta_schema_20240725.json")
 TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 8, "norm": "batch"}
 TINY_OVERRIDES = {f"network_def#{k}": v for k, v in TINY.items() if k != "scale"} | {"scale": TINY["scale"]}
+
+
+def assert_onnx_matches_torch(
+    session, model: Callable[[torch.Tensor], torch.Tensor], shapes: Iterable[tuple[int, int, int, int]], scale: int
+) -> None:
+    """Run ``session`` (onnxruntime, input "lr", output "sr") on random ``[N, 1, h, w]`` inputs of each shape
+    and check the ``[N, 1, h*scale, w*scale]`` output against ``model`` in PyTorch."""
+    for shape in shapes:
+        x = torch.rand(shape)
+        (out,) = session.run(["sr"], {"lr": x.numpy()})
+        with torch.no_grad():
+            expected = model(x)
+        assert out.shape == (shape[0], 1, shape[2] * scale, shape[3] * scale)
+        torch.testing.assert_close(torch.from_numpy(out), expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
