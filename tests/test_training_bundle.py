@@ -121,16 +121,20 @@ def test_short_training_on_one_sample_scan_beats_bicubic_on_the_other(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("overlay", ["mse_only.yaml", "ablation_model1.yaml"])
+@pytest.mark.parametrize("overlay", ["mse_only.yaml", "ablation_model1.yaml", "gan.yaml"])
 def test_overlays_run_with_plain_run(tiny_dataset, tmp_path, overlay):
     out = tmp_path / "run"
-    run_bundle(bundle_command(("train.yaml", overlay), tiny_dataset, out, "--epochs", "1", run_id=""))
+    epochs = "2" if overlay == "gan.yaml" else "1"  # TINY: the first epoch is the MSE warm-up
+    run_bundle(bundle_command(("train.yaml", overlay), tiny_dataset, out, "--epochs", epochs, run_id=""))
     generator, ckpt = load_generator(out / "model.pt", expected_scale=2)
-    assert ckpt["generator"]["attention"] is (overlay == "mse_only.yaml")  # model1: no attention gates
+    assert ckpt["generator"]["attention"] is (overlay != "ablation_model1.yaml")  # model1: no attention gates
     full = torch.load(next(out.glob("checkpoint_final_*.pt")), weights_only=True)
     assert ("d_network" in full) is (overlay != "mse_only.yaml")
     if overlay == "ablation_model1.yaml":
         assert any(k.startswith("net.") for k in full["d_network"])  # the conv discriminator
+    if overlay == "gan.yaml":  # BCE on logits: D loss positive, gradient penalty 0
+        adversarial = [r for r in read_rows(out / "iterations.csv") if r["d_loss"] not in ("", "nan")]
+        assert adversarial and all(float(r["d_loss"]) > 0 and float(r["gradient_penalty"]) == 0 for r in adversarial)
 
 
 @pytest.mark.slow
