@@ -23,7 +23,6 @@ problem, before any run starts.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
@@ -31,12 +30,13 @@ import os
 import re
 import tempfile
 import warnings
-import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from monai_lstmagan.volumes import VOLUME_SUFFIXES, BadVolume, mhd_data_file, read_voxels, volume_suffix
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -51,8 +51,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-VOLUME_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".nrrd")
-"""File name endings read as volumes (MetaImage ``.mhd`` with its ``.raw``/``.zraw`` data file)."""
 
 BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
 """BraTS2021 sequences that can be selected with ``brats_modality``."""
@@ -63,16 +61,8 @@ _LUNA_SUBSET = re.compile(r"subset\d+")
 _BRATS_CASE = re.compile(r"BraTS\d*_\d+")
 
 
-def _volume_suffix(path: str | os.PathLike) -> str | None:
-    name = os.fspath(path).lower()
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
-
-
 def _strip_suffix(name: str) -> str:
-    suffix = _volume_suffix(name)
+    suffix = volume_suffix(name)
     return name[: -len(suffix)] if suffix else name
 
 
@@ -168,7 +158,7 @@ def find_volumes(
         found, default_modality = [], "auto"
         expected = "files ending in " + ", ".join(VOLUME_SUFFIXES)
         for p in files:
-            suffix = _volume_suffix(p.name)
+            suffix = volume_suffix(p.name)
             if suffix is not None:
                 found.append((_strip_suffix(p.relative_to(root).as_posix()), p))
     if not found:
@@ -393,116 +383,14 @@ def make_datalist(
 # bad-input scan
 # ----------------------------------------------------------------------------------------------
 
-_MET_BYTES = {
-    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
-    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
-}  # fmt: skip
 _SCAN_VERSION = 1
-
-
-class _BadVolume(Exception):
-    """A volume that cannot be read; the message says why (without the path)."""
-
-
-def _mhd_header(path: str) -> dict[str, str]:
-    header = {}
-    try:
-        with open(path, "rb") as f:
-            text = f.read(1 << 16).decode("latin-1")
-    except OSError as e:
-        raise _BadVolume(f"cannot be opened ({e.strerror})") from e
-    for line in text.splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            header[key.strip()] = value.strip()
-    if "DimSize" not in header or "ElementDataFile" not in header:
-        raise _BadVolume("is not a MetaImage header (no DimSize / ElementDataFile)")
-    return header
-
-
-def _mhd_data_file(path: str) -> str | None:
-    """The data file of a MetaImage header (``None`` if the voxels are in the header file or a list)."""
-    name = _mhd_header(path)["ElementDataFile"]
-    if name in ("LOCAL", "LIST") or "%" in name:
-        return None
-    return os.path.join(os.path.dirname(path), name)
-
-
-def _check_mhd_data(path: str) -> None:
-    """Check the ``.raw``/``.zraw`` of a MetaImage exists and is as long as the header says."""
-    header = _mhd_header(path)
-    data_file = _mhd_data_file(path)
-    if data_file is None:
-        return
-    if not os.path.isfile(data_file):
-        raise _BadVolume(f"its data file {os.path.basename(data_file)!r} is missing")
-    size = os.path.getsize(data_file)
-    try:
-        dims = [int(v) for v in header["DimSize"].split()]
-        channels = int(header.get("ElementNumberOfChannels", "1"))
-        expected = math.prod(dims) * channels * _MET_BYTES[header.get("ElementType", "")]
-    except (KeyError, ValueError) as e:
-        raise _BadVolume(f"has an unreadable MetaImage header ({e!r})") from e
-    if header.get("CompressedData", "False").lower() == "true":
-        compressed = header.get("CompressedDataSize")
-        if compressed is not None and size < int(compressed):
-            raise _BadVolume(
-                f"its data file {os.path.basename(data_file)!r} is too short "
-                f"({size} bytes, header says {int(compressed)})"
-            )
-    elif size < expected + max(0, int(header.get("HeaderSize", "0"))):
-        raise _BadVolume(
-            f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, {expected} expected)"
-        )
-
-
-def _read_voxels(path: str) -> tuple[np.ndarray, int]:
-    """Voxels of a volume in index order ``(x, y, z[, t])`` and the index of its axial (S-I) axis."""
-    suffix = _volume_suffix(path)
-    if suffix is None:
-        raise _BadVolume(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
-    if suffix in (".nii", ".nii.gz"):
-        import nibabel as nib
-
-        if suffix == ".nii.gz":
-            # nibabel reads only what it needs and never checks the gzip CRC: inflate the whole stream
-            try:
-                with gzip.open(path, "rb") as f:
-                    while f.read(1 << 24):
-                        pass
-            except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-                raise _BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
-        try:
-            image = nib.load(path)
-            voxels = np.asanyarray(image.dataobj)
-        except Exception as e:
-            raise _BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
-        codes = nib.orientations.aff2axcodes(image.affine)
-        axial = next((i for i, c in enumerate(codes) if c in ("S", "I")), 2)
-        return voxels, axial
-    if suffix == ".mhd":
-        _check_mhd_data(path)
-    import itk
-
-    try:
-        image = itk.imread(path)
-    except Exception as e:
-        raise _BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
-    voxels = itk.array_from_image(image)  # index order reversed: ([t,] z, y, x[, components])
-    ndim = image.GetImageDimension()
-    if voxels.ndim > ndim:  # vector pixels: components last -> treat as an extra (4th) axis
-        voxels = np.moveaxis(voxels, -1, 0)
-    voxels = voxels.transpose(tuple(range(voxels.ndim))[::-1])
-    direction = np.asarray(image.GetDirection()).reshape(ndim, ndim)
-    axial = int(np.argmax(np.abs(direction[min(2, ndim - 1), :3]))) if ndim >= 3 else 2
-    return voxels, axial
 
 
 def _volume_facts(path: str) -> dict:
     """What the scan needs to know about one file: ``{"error": str}`` or shape / finiteness / range."""
     try:
-        voxels, axial = _read_voxels(path)
-    except _BadVolume as e:
+        voxels, axial = read_voxels(path)
+    except BadVolume as e:
         return {"error": str(e)}
     finite = bool(np.isfinite(voxels).all()) if np.issubdtype(voxels.dtype, np.floating) else True
     values = voxels[np.isfinite(voxels)] if not finite else voxels
@@ -549,10 +437,10 @@ def _stat_key(path: str) -> list:
     """(size, mtime_ns) of the file and, for a MetaImage, of its data file: the cache key."""
     key = []
     paths = [path]
-    if _volume_suffix(path) == ".mhd":
+    if volume_suffix(path) == ".mhd":
         try:
-            data_file = _mhd_data_file(path)
-        except _BadVolume:
+            data_file = mhd_data_file(path)
+        except BadVolume:
             data_file = None
         if data_file is not None:
             paths.append(data_file)

@@ -32,7 +32,6 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import nibabel as nib
@@ -42,6 +41,7 @@ from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.volumes import LPS_TO_RAS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Scan, read_scan, split_suffix
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 
 __all__ = [
@@ -58,11 +58,7 @@ __all__ = [
     "main",
 ]
 
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
-SUPPORTED_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
 RAS_ORNT = axcodes2ornt(("R", "A", "S"))
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
 
 def _resolve_device(device: str | torch.device | None) -> torch.device:
@@ -201,95 +197,10 @@ def upsampled_affine(affine: np.ndarray, axes: Sequence[int], factor: float) -> 
     return new
 
 
-def _strip_suffix(path: str) -> tuple[str, str]:
-    name = os.path.basename(path)
-    for suffix in SUPPORTED_SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)], name[-len(suffix) :]
-    raise ValueError(f"'{path}': unsupported file type, expected one of {', '.join(SUPPORTED_SUFFIXES)}.")
-
-
 def output_path_for(input_path: str, output_dir: str) -> str:
     """``output_dir/<name>_sr<ext>`` for an input ``<name><ext>`` (the input's format is kept)."""
-    stem, suffix = _strip_suffix(input_path)
+    stem, suffix = split_suffix(input_path)
     return os.path.join(output_dir, f"{stem}_sr{suffix}")
-
-
-@dataclass
-class Scan:
-    """A volume as read from disk: the array in the file's own axis order plus what is needed to write it back.
-
-    Attributes:
-        path: the file.
-        array: ``[I, J, K]`` voxel values in the file's units (scaling of NIfTI applied), file index order.
-        affine: 4x4 voxel-to-world matrix in RAS (``affine @ [i, j, k, 1]``), as MONAI's readers give it.
-        dtype: the voxel type of the input (NIfTI: the on-disk type).
-        header: ``nibabel`` header (NIfTI) or ``None`` (ITK formats).
-        compressed: ITK formats: whether the pixel data was compressed.
-        scaled: NIfTI: the stored values are scaled (``scl_slope``/``scl_inter``), so ``array`` is in
-            real units while ``dtype`` is the stored type.
-    """
-
-    path: str
-    array: np.ndarray
-    affine: np.ndarray
-    dtype: np.dtype
-    header: Any = None
-    compressed: bool = False
-    scaled: bool = False
-
-
-def _itk_compressed(path: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            head = f.read(4096).decode("latin-1")
-    except OSError:
-        return False
-    return bool(re.search(r"CompressedData\s*=\s*True", head) or re.search(r"encoding:\s*(gz|gzip|bz2)", head))
-
-
-def read_scan(path: str) -> Scan:
-    """Read a 3D scalar volume (NIfTI via nibabel; MetaImage/NRRD via ITK).
-
-    Raises:
-        FileNotFoundError / ValueError: naming the file when it is missing, unreadable or not a 3D scalar volume.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"input volume '{path}' does not exist.")
-    _, suffix = _strip_suffix(path)
-    if suffix.lower() in NIFTI_SUFFIXES:
-        try:
-            image = nib.load(path)
-            array = np.asanyarray(image.dataobj)
-        except Exception as e:
-            raise ValueError(f"'{path}' cannot be read as NIfTI: {e}") from e
-        if array.ndim == 4 and array.shape[3] == 1:
-            array = array[..., 0]
-        if array.ndim != 3:
-            raise ValueError(f"'{path}' is not a 3D scalar volume (shape {array.shape}).")
-        # nibabel moves scl_slope/scl_inter from the loaded header into the data proxy
-        slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
-        scaled = bool(slope != 1.0 or inter != 0.0)
-        dtype = np.dtype(image.get_data_dtype())
-        return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
-    import itk
-
-    try:
-        image = itk.imread(path)
-    except Exception as e:
-        raise ValueError(f"'{path}' cannot be read with ITK: {e}") from e
-    if image.GetImageDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
-        raise ValueError(
-            f"'{path}' is not a 3D scalar volume ({image.GetImageDimension()}D, "
-            f"{image.GetNumberOfComponentsPerPixel()} components per voxel)."
-        )
-    array = np.asarray(itk.array_from_image(image)).transpose(2, 1, 0)  # ITK [k, j, i] -> [i, j, k]
-    direction = np.asarray(itk.array_from_matrix(image.GetDirection()), float)
-    spacing = np.asarray(image.GetSpacing(), float)
-    affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * spacing
-    affine_lps[:3, 3] = np.asarray(image.GetOrigin(), float)
-    return Scan(path, array, LPS_TO_RAS @ affine_lps, array.dtype, None, _itk_compressed(path))
 
 
 def _to_dtype(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -305,7 +216,7 @@ def _write_scan(scan: Scan, array: np.ndarray, affine: np.ndarray, dtype: np.dty
     ``dtype`` is the stored voxel type; a float ``array`` with an integer ``dtype`` (scaled NIfTI input)
     is stored with a scaling chosen by nibabel.
     """
-    _, suffix = _strip_suffix(path)
+    _, suffix = split_suffix(path)
     if suffix.lower() in NIFTI_SUFFIXES:
         header = scan.header.copy()
         header.set_data_dtype(dtype)
@@ -465,7 +376,7 @@ def check_output_dir(output_dir: str) -> str:
 def _is_output_of_this(path: str, output_dir: str) -> bool:
     """True for a ``<name>_sr<ext>`` file inside ``output_dir`` (a result of an earlier run, not an input)."""
     same_folder = os.path.dirname(os.path.realpath(path)) == os.path.realpath(output_dir)
-    return same_folder and _strip_suffix(path)[0].endswith("_sr")
+    return same_folder and split_suffix(path)[0].endswith("_sr")
 
 
 def _collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> list[tuple[str, str]]:
@@ -477,13 +388,13 @@ def _collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> li
             items = find_volumes(entry, layout="auto", modality=modality)
             volumes = [(item["image"], item.get("modality", modality)) for item in items if not _is_output_of_this(item["image"], output_dir)]
             if not volumes:
-                raise FileNotFoundError(f"no volumes ({', '.join(SUPPORTED_SUFFIXES)}) found in '{entry}'.")
+                raise FileNotFoundError(f"no volumes ({', '.join(VOLUME_SUFFIXES)}) found in '{entry}'.")
             found += volumes
         elif os.path.isfile(entry):
-            _strip_suffix(entry)
+            split_suffix(entry)
             found.append((os.path.abspath(entry), modality))
         else:
-            raise FileNotFoundError(f"input '{entry}' is neither a file nor a folder.")
+            raise FileNotFoundError(f"input '{entry}' does not exist (neither a file nor a folder).")
     return found
 
 

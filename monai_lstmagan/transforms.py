@@ -26,6 +26,7 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
 from monai_lstmagan.networks.generator import bicubic_upsample_slices
+from monai_lstmagan.volumes import BadVolume, check_file, voxel_problem
 
 __all__ = [
     "CT_WINDOW",
@@ -167,10 +168,12 @@ def intensity_range(
 class LoadVolumed(MapTransform):
     """Load a volume file as ``[1, X, Y, Z]`` float32 and check it, naming the file in every error.
 
-    Reads with MONAI's ``LoadImaged`` (ITK for ``.mhd`` incl. compressed ``.zraw`` and ``.nrrd``,
-    nibabel for ``.nii`` / ``.nii.gz``), channel first. A 4D image keeps its first volume (index 0
-    of the 4th axis) with a warning. Raises ``ValueError`` for a 2D image (or a single slice),
-    NaN/Inf voxels or a constant image, and ``RuntimeError`` naming the file when it cannot be read.
+    The file is first checked by :func:`monai_lstmagan.volumes.check_file` (unsupported suffix, corrupt or
+    truncated gzip, short MetaImage data), then read with MONAI's ``LoadImaged`` (ITK for ``.mhd``/``.mha``/
+    ``.nrrd``, nibabel for ``.nii``/``.nii.gz``), channel first. A 4D image keeps its first volume (index 0
+    of the 4th axis) with a warning, the rule inference follows too. Raises ``ValueError`` naming the file
+    for a damaged file, a 2D image (or a single slice), NaN/Inf voxels or a constant image
+    (:func:`monai_lstmagan.volumes.voxel_problem`), and ``RuntimeError`` when the reader fails.
 
     Args:
         keys: keys holding file paths.
@@ -185,6 +188,10 @@ class LoadVolumed(MapTransform):
         for key in self.key_iterator(d):
             path = str(d[key])
             try:
+                check_file(path)
+            except BadVolume as e:
+                raise ValueError(f"Volume {path!r} {e}.") from e
+            try:
                 image = self.loader({key: d[key]})[key]
             except Exception as e:
                 raise RuntimeError(f"Volume {path!r} cannot be read ({type(e).__name__}: {e}).") from e
@@ -196,11 +203,9 @@ class LoadVolumed(MapTransform):
             if image.shape[0] > 1:
                 warnings.warn(f"Volume {path!r} is 4D ({image.shape[0]} volumes): only the first one is used.")
                 image = image[:1]
-            finite = torch.isfinite(image)
-            if not bool(finite.all()):
-                raise ValueError(f"Volume {path!r} contains {int((~finite).sum())} NaN or Inf voxels.")
-            if not float(image.min()) < float(image.max()):
-                raise ValueError(f"Volume {path!r} is a constant image (every voxel is {float(image.min()):g}).")
+            problem = voxel_problem(image)
+            if problem:
+                raise ValueError(f"Volume {path!r} {problem}.")
             d[key] = image
         return d
 

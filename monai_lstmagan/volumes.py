@@ -1,0 +1,294 @@
+"""The one place that reads and checks a volume file: suffixes, integrity, voxels, geometry.
+
+Every entry point (the training transforms, the start-up scan of ``data.check_volumes``, inference and
+evaluation) goes through this module, so a bad file gets the same error naming the file wherever it
+enters, and the same formats are accepted everywhere:
+
+- :data:`VOLUME_SUFFIXES`: NIfTI (``.nii.gz``, ``.nii``, read by nibabel), MetaImage (``.mhd`` with its
+  ``.raw``/``.zraw``, ``.mha``) and NRRD (``.nrrd``, ``.nhdr``), read by ITK;
+- :func:`check_file`: the file-level problems a reader may not notice: a ``.nii.gz`` whose gzip stream is
+  corrupt or truncated (nibabel stops reading before the gzip trailer, so the CRC is never checked), a
+  ``.mhd`` whose data file is missing or shorter than its header says;
+- :func:`voxel_problem`: NaN/Inf voxels, a constant image;
+- :func:`read_scan`: array + affine (RAS) + voxel type + what is needed to write the volume back.
+
+The 4D rule, shared by training and inference: a 4D NIfTI image uses its first volume (index 0 of the 4th
+axis), with a warning.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import os
+import re
+import warnings
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "VOLUME_SUFFIXES",
+    "NIFTI_SUFFIXES",
+    "BadVolume",
+    "volume_suffix",
+    "split_suffix",
+    "mhd_data_file",
+    "check_file",
+    "read_voxels",
+    "voxel_problem",
+    "Scan",
+    "read_scan",
+]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+"""File name endings read as volumes, everywhere (training, evaluation, inference)."""
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+
+
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The volume suffix of ``path`` (lower case, e.g. ``".nii.gz"``) or None."""
+    name = os.fspath(path).lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
+    """``(stem, suffix)`` of a volume file's name, the suffix as written; ValueError naming the file otherwise."""
+    name = os.path.basename(os.fspath(path))
+    suffix = volume_suffix(name)
+    if suffix is None:
+        raise ValueError(f"'{os.fspath(path)}': unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)}.")
+    return name[: -len(suffix)], name[-len(suffix) :]
+
+
+_MET_BYTES = {
+    "MET_CHAR": 1, "MET_UCHAR": 1, "MET_SHORT": 2, "MET_USHORT": 2, "MET_INT": 4, "MET_UINT": 4,
+    "MET_LONG": 4, "MET_ULONG": 4, "MET_LONG_LONG": 8, "MET_ULONG_LONG": 8, "MET_FLOAT": 4, "MET_DOUBLE": 8,
+}  # fmt: skip
+
+
+class BadVolume(Exception):
+    """A volume that cannot be used; the message says why, without the path (callers name the file)."""
+
+
+def _mhd_header(path: str) -> dict[str, str]:
+    header = {}
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 16).decode("latin-1")
+    except OSError as e:
+        raise BadVolume(f"cannot be opened ({e.strerror})") from e
+    for line in text.splitlines():
+        if "=" in line:
+            key, value = line.split("=", 1)
+            header[key.strip()] = value.strip()
+    if "DimSize" not in header or "ElementDataFile" not in header:
+        raise BadVolume("is not a MetaImage header (no DimSize / ElementDataFile)")
+    return header
+
+
+def mhd_data_file(path: str) -> str | None:
+    """The data file of a MetaImage header (``None`` if the voxels are in the header file or a list)."""
+    name = _mhd_header(path)["ElementDataFile"]
+    if name in ("LOCAL", "LIST") or "%" in name:
+        return None
+    return os.path.join(os.path.dirname(path), name)
+
+
+def _check_mhd_data(path: str) -> None:
+    """Check the ``.raw``/``.zraw`` of a MetaImage exists and is as long as the header says."""
+    header = _mhd_header(path)
+    data_file = mhd_data_file(path)
+    if data_file is None:
+        return
+    if not os.path.isfile(data_file):
+        raise BadVolume(f"its data file {os.path.basename(data_file)!r} is missing")
+    size = os.path.getsize(data_file)
+    try:
+        dims = [int(v) for v in header["DimSize"].split()]
+        channels = int(header.get("ElementNumberOfChannels", "1"))
+        expected = math.prod(dims) * channels * _MET_BYTES[header.get("ElementType", "")]
+    except (KeyError, ValueError) as e:
+        raise BadVolume(f"has an unreadable MetaImage header ({e!r})") from e
+    if header.get("CompressedData", "False").lower() == "true":
+        compressed = header.get("CompressedDataSize")
+        if compressed is not None and size < int(compressed):
+            raise BadVolume(
+                f"its data file {os.path.basename(data_file)!r} is too short "
+                f"({size} bytes, header says {int(compressed)})"
+            )
+    elif size < expected + max(0, int(header.get("HeaderSize", "0"))):
+        raise BadVolume(
+            f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, {expected} expected)"
+        )
+
+
+def check_file(path: str) -> None:
+    """Raise :class:`BadVolume` for a file-level problem: unsupported suffix, missing file, a corrupt or
+    truncated gzip stream (``.nii.gz``: the whole stream is inflated, so the CRC is checked), a ``.mhd``
+    whose data file is missing or too short."""
+    suffix = volume_suffix(path)
+    if suffix is None:
+        raise BadVolume(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
+    if not os.path.isfile(path):
+        raise BadVolume("does not exist")
+    if suffix == ".nii.gz":
+        try:
+            with gzip.open(path, "rb") as f:
+                while f.read(1 << 24):
+                    pass
+        except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+            raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+    elif suffix == ".mhd":
+        _check_mhd_data(path)
+
+
+def read_voxels(path: str) -> tuple[np.ndarray, int]:
+    """Voxels of a checked volume in index order ``(x, y, z[, t])`` and the index of its axial (S-I) axis.
+
+    Raises:
+        BadVolume: see :func:`check_file`, or the reader failed.
+    """
+    check_file(path)
+    if volume_suffix(path) in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        try:
+            image = nib.load(path)
+            voxels = np.asanyarray(image.dataobj)
+        except Exception as e:
+            raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+        codes = nib.orientations.aff2axcodes(image.affine)
+        axial = next((i for i, c in enumerate(codes) if c in ("S", "I")), 2)
+        return voxels, axial
+    import itk
+
+    try:
+        image = itk.imread(path)
+    except Exception as e:
+        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+    voxels = itk.array_from_image(image)  # index order reversed: ([t,] z, y, x[, components])
+    ndim = image.GetImageDimension()
+    if voxels.ndim > ndim:  # vector pixels: components last -> treat as an extra (4th) axis
+        voxels = np.moveaxis(voxels, -1, 0)
+    voxels = voxels.transpose(tuple(range(voxels.ndim))[::-1])
+    direction = np.asarray(image.GetDirection()).reshape(ndim, ndim)
+    axial = int(np.argmax(np.abs(direction[min(2, ndim - 1), :3]))) if ndim >= 3 else 2
+    return voxels, axial
+
+
+def voxel_problem(voxels: Any) -> str | None:
+    """What makes these voxel values unusable, or None: NaN/Inf voxels, or a constant image.
+
+    ``voxels``: a numpy array or torch tensor of any shape. The message is phrased to follow the file name.
+    """
+    values = np.asarray(voxels.detach().cpu().numpy() if hasattr(voxels, "detach") else voxels)
+    if np.issubdtype(values.dtype, np.floating):
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            return f"contains {bad} NaN or Inf voxels"
+    if values.size == 0 or not float(values.min()) < float(values.max()):
+        return f"is a constant image (every voxel is {float(values.min()) if values.size else math.nan:g})"
+    return None
+
+
+@dataclass
+class Scan:
+    """A volume as read from disk: the array in the file's own axis order plus what is needed to write it back.
+
+    Attributes:
+        path: the file.
+        array: ``[I, J, K]`` voxel values in the file's units (scaling of NIfTI applied), file index order.
+        affine: 4x4 voxel-to-world matrix in RAS (``affine @ [i, j, k, 1]``), as MONAI's readers give it.
+        dtype: the voxel type of the input (NIfTI: the on-disk type).
+        header: ``nibabel`` header (NIfTI) or ``None`` (ITK formats).
+        compressed: ITK formats: whether the pixel data was compressed.
+        scaled: NIfTI: the stored values are scaled (``scl_slope``/``scl_inter``), so ``array`` is in
+            real units while ``dtype`` is the stored type.
+    """
+
+    path: str
+    array: np.ndarray
+    affine: np.ndarray
+    dtype: np.dtype
+    header: Any = None
+    compressed: bool = False
+    scaled: bool = False
+
+
+def _itk_compressed(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).decode("latin-1")
+    except OSError:
+        return False
+    return bool(re.search(r"CompressedData\s*=\s*True", head) or re.search(r"encoding:\s*(gz|gzip|bz2)", head))
+
+
+def read_scan(path: str) -> Scan:
+    """Read and check a 3D scalar volume (NIfTI via nibabel; MetaImage/NRRD via ITK).
+
+    A 4D NIfTI image uses its first volume (warned), as in training.
+
+    Raises:
+        FileNotFoundError / ValueError: naming the file when it is missing, damaged (:func:`check_file`),
+        unreadable, not a 3D scalar volume, or its voxels are unusable (:func:`voxel_problem`).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"input volume '{path}' does not exist.")
+    try:
+        check_file(path)
+    except BadVolume as e:
+        raise ValueError(f"'{path}' {e}.") from e
+    scan = _read_checked_scan(path)
+    problem = voxel_problem(scan.array)
+    if problem:
+        raise ValueError(f"'{path}' {problem}.")
+    return scan
+
+
+def _read_checked_scan(path: str) -> Scan:
+    if volume_suffix(path) in NIFTI_SUFFIXES:
+        import nibabel as nib
+
+        try:
+            image = nib.load(path)
+            array = np.asanyarray(image.dataobj)
+        except Exception as e:
+            raise ValueError(f"'{path}' cannot be read as NIfTI: {e}") from e
+        if array.ndim == 4:
+            if array.shape[3] > 1:
+                warnings.warn(f"Volume '{path}' is 4D ({array.shape[3]} volumes): only the first one is used.")
+            array = array[..., 0]
+        if array.ndim != 3:
+            raise ValueError(f"'{path}' is not a 3D scalar volume (shape {array.shape}).")
+        # nibabel moves scl_slope/scl_inter from the loaded header into the data proxy
+        slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
+        scaled = bool(slope != 1.0 or inter != 0.0)
+        dtype = np.dtype(image.get_data_dtype())
+        return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
+    import itk
+
+    try:
+        image = itk.imread(path)
+    except Exception as e:
+        raise ValueError(f"'{path}' cannot be read with ITK: {e}") from e
+    if image.GetImageDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
+        raise ValueError(
+            f"'{path}' is not a 3D scalar volume ({image.GetImageDimension()}D, "
+            f"{image.GetNumberOfComponentsPerPixel()} components per voxel)."
+        )
+    array = np.asarray(itk.array_from_image(image)).transpose(2, 1, 0)  # ITK [k, j, i] -> [i, j, k]
+    direction = np.asarray(itk.array_from_matrix(image.GetDirection()), float)
+    spacing = np.asarray(image.GetSpacing(), float)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction * spacing
+    affine_lps[:3, 3] = np.asarray(image.GetOrigin(), float)
+    return Scan(path, array, LPS_TO_RAS @ affine_lps, array.dtype, None, _itk_compressed(path))
