@@ -1,4 +1,4 @@
-"""Tests of the LSTMAGAN networks: shapes, gradient flow, attention gate, critic rules, TorchScript, VGG, presets."""
+"""Tests of the LSTMAGAN networks: shapes, gradient flow, attention gate, critic rules, TorchScript, VGG, ablation."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ from monai_lstmagan.networks import (
     LSTMDiscriminator,
     VGG19Features,
     VGG19_LAYERS,
-    ablation_preset,
     build_discriminator,
 )
 from monai_lstmagan.networks.complexity import count_flops, count_parameters, generator_complexity_table
@@ -263,20 +262,27 @@ def test_vgg_loads_a_local_torchvision_state_dict(tmp_path):
         VGG19Features(layer="relu6_1")
 
 
-def test_ablation_presets():
-    model1, model4 = ablation_preset("model1"), ablation_preset("model4")
-    assert model1["generator"] == {"attention": False} and model1["discriminator"] == "conv"
-    assert ablation_preset("model2")["discriminator"] == "lstm"
-    assert ablation_preset("model3")["generator"]["attention"] and ablation_preset("model3")["discriminator"] == "conv"
-    assert model4["generator"]["attention"] and model4["discriminator"] == "lstm" and model4["adversarial"]
-    mse = ablation_preset("mse_only")
-    assert not mse["adversarial"] and mse["discriminator"] is None and mse["loss"]["adversarial_weight"] == 0
-    model4["generator"]["attention"] = False  # returned dicts are copies
-    assert ablation_preset("model4")["generator"]["attention"]
+def test_ablation_overlays_set_the_papers_models_directly():
+    """Configs only wire: each ablation overlay sets the generator's gates and the critic by id."""
+    import os
+
+    from monai.bundle import ConfigParser
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundle", "configs")
+    expected = {
+        "ablation_model1.yaml": (False, "conv", "wgan_gp"), "ablation_model2.yaml": (False, "lstm", "wgan_gp"),
+        "ablation_model3.yaml": (True, "conv", "wgan_gp"), "ablation_model4.yaml": (True, "lstm", "wgan_gp"),
+        "mse_only.yaml": (True, None, None), "gan.yaml": (True, "lstm", "gan"),
+    }  # fmt: skip
+    for overlay, (attention, critic, objective) in expected.items():
+        parser = ConfigParser()
+        parser.read_config([os.path.join(configs, "train.yaml"), os.path.join(configs, overlay)])
+        assert parser.get_parsed_content("generator_kwargs")["attention"] is attention, overlay
+        assert parser.get_parsed_content("critic") == critic and parser.get_parsed_content("objective") == objective
     assert isinstance(build_discriminator("lstm", **TINY_LSTM_D), LSTMDiscriminator)
     assert isinstance(build_discriminator("conv", num_slices=4, **TINY_CONV_D), ConvDiscriminator)
-    with pytest.raises(ValueError, match="model5"):
-        ablation_preset("model5")
+    with pytest.raises(ValueError, match="transformer"):
+        build_discriminator("transformer")
 
 
 def test_count_flops_matches_hand_count():

@@ -1,12 +1,11 @@
-"""LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features, presets.
+"""LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features.
 
 Parameter/FLOP counting lives in :mod:`monai_lstmagan.networks.complexity` (also a ``python -m`` script).
 """
 
 from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
-from monai_lstmagan.networks.discriminators import ConvDiscriminator, LSTMDiscriminator
+from monai_lstmagan.networks.discriminators import CRITICS, ConvDiscriminator, LSTMDiscriminator, build_discriminator
 from monai_lstmagan.networks.generator import GENERATOR_NORMS, RESIDUALS, SUPPORTED_SCALES, LSTMAGANGenerator, bicubic_upsample_slices
-from monai_lstmagan.networks.presets import ablation_preset, build_discriminator
 from monai_lstmagan.networks.vgg import VGG19_IMAGENET_URL, VGG19_LAYERS, VGG19Features
 
 __all__ = [
@@ -23,6 +22,6 @@ __all__ = [
     "VGG19Features",
     "VGG19_LAYERS",
     "VGG19_IMAGENET_URL",
-    "ablation_preset",
+    "CRITICS",
     "build_discriminator",
 ]

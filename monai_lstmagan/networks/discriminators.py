@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "NORMS"]
+__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "NORMS", "CRITICS", "build_discriminator"]
 
 NORMS = ("none", "instance", "layer", "batch")
 
@@ -190,3 +190,17 @@ class ConvDiscriminator(nn.Module):
         batch, steps = x.shape[0], x.shape[1]
         scores = self.net(x.flatten(0, 1)).reshape(batch, steps).mean(dim=1)
         return torch.sigmoid(scores) if self.sigmoid else scores
+
+
+CRITICS = ("lstm", "conv")
+"""Names of the critics a config can choose (``critic: lstm | conv``; ``null`` trains without one)."""
+
+
+def build_discriminator(kind: str, num_slices: int = 16, **kwargs) -> nn.Module:
+    """Discriminator by name: ``"lstm"`` -> :class:`LSTMDiscriminator(num_slices, **kwargs)`,
+    ``"conv"`` -> :class:`ConvDiscriminator(**kwargs)` (``num_slices`` is not needed by the per-slice conv)."""
+    if kind == "lstm":
+        return LSTMDiscriminator(num_slices=num_slices, **kwargs)
+    if kind == "conv":
+        return ConvDiscriminator(**kwargs)
+    raise ValueError(f"build_discriminator: kind must be one of {CRITICS}, got {kind!r}.")
