@@ -150,6 +150,27 @@ def check_file(path: str) -> None:
         _check_mhd_data(path)
 
 
+def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
+    """The nibabel image and its voxels (scaling applied); :class:`BadVolume` when nibabel cannot read it."""
+    import nibabel as nib
+
+    try:
+        image = nib.load(path)
+        return image, np.asanyarray(image.dataobj)
+    except Exception as e:
+        raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+
+
+def _open_itk(path: str) -> Any:
+    """The ITK image; :class:`BadVolume` when ITK cannot read it."""
+    import itk
+
+    try:
+        return itk.imread(path)
+    except Exception as e:
+        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+
+
 def read_voxels(path: str) -> tuple[np.ndarray, int]:
     """Voxels of a checked volume in index order ``(x, y, z[, t])`` and the index of its axial (S-I) axis.
 
@@ -160,20 +181,13 @@ def read_voxels(path: str) -> tuple[np.ndarray, int]:
     if volume_suffix(path) in NIFTI_SUFFIXES:
         import nibabel as nib
 
-        try:
-            image = nib.load(path)
-            voxels = np.asanyarray(image.dataobj)
-        except Exception as e:
-            raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+        image, voxels = _open_nifti(path)
         codes = nib.orientations.aff2axcodes(image.affine)
         axial = next((i for i, c in enumerate(codes) if c in ("S", "I")), 2)
         return voxels, axial
     import itk
 
-    try:
-        image = itk.imread(path)
-    except Exception as e:
-        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+    image = _open_itk(path)
     voxels = itk.array_from_image(image)  # index order reversed: ([t,] z, y, x[, components])
     ndim = image.GetImageDimension()
     if voxels.ndim > ndim:  # vector pixels: components last -> treat as an extra (4th) axis
@@ -245,9 +259,9 @@ def read_scan(path: str) -> Scan:
         raise FileNotFoundError(f"input volume '{path}' does not exist.")
     try:
         check_file(path)
+        scan = _read_checked_scan(path)
     except BadVolume as e:
         raise ValueError(f"'{path}' {e}.") from e
-    scan = _read_checked_scan(path)
     problem = voxel_problem(scan.array)
     if problem:
         raise ValueError(f"'{path}' {problem}.")
@@ -255,14 +269,9 @@ def read_scan(path: str) -> Scan:
 
 
 def _read_checked_scan(path: str) -> Scan:
+    """:func:`read_scan` after :func:`check_file`; reader failures raise :class:`BadVolume`."""
     if volume_suffix(path) in NIFTI_SUFFIXES:
-        import nibabel as nib
-
-        try:
-            image = nib.load(path)
-            array = np.asanyarray(image.dataobj)
-        except Exception as e:
-            raise ValueError(f"'{path}' cannot be read as NIfTI: {e}") from e
+        image, array = _open_nifti(path)
         if array.ndim == 4:
             if array.shape[3] > 1:
                 warnings.warn(f"Volume '{path}' is 4D ({array.shape[3]} volumes): only the first one is used.")
@@ -276,10 +285,7 @@ def _read_checked_scan(path: str) -> Scan:
         return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
     import itk
 
-    try:
-        image = itk.imread(path)
-    except Exception as e:
-        raise ValueError(f"'{path}' cannot be read with ITK: {e}") from e
+    image = _open_itk(path)
     if image.GetImageDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
             f"'{path}' is not a 3D scalar volume ({image.GetImageDimension()}D, "
