@@ -9,7 +9,8 @@ optimizer. One ``_iteration`` on a batch ``{"lr": [B, T, 1, h, w], "hr": [B, T, 
    objective's D loss (GAN or WGAN-GP), G untouched;
 3. one G step with ``HybridLoss(sr, hr, adversarial)`` where the adversarial term is the objective's
    G loss through D (D's weights frozen), multiplied by a linear ramp; during the first
-   ``warmup_iterations`` the G loss is the pixel MSE only (SRResNet pretraining) and D is untouched.
+   ``warmup_iterations`` the G loss is ``warmup_loss_function`` (by default the pixel MSE only: SRResNet
+   pretraining) and D is untouched.
 
 Every optimizer step happens inside ``_iteration``. MONAI's iteration events are fired as in
 ``SupervisedTrainer`` (FORWARD_COMPLETED, LOSS_COMPLETED, BACKWARD_COMPLETED, MODEL_COMPLETED) and
@@ -25,7 +26,6 @@ from contextlib import nullcontext
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
@@ -36,14 +36,9 @@ from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
 from monai_lstmagan.checkpoints import unwrap_module
+from monai_lstmagan.losses import D_LOSS_KEYS, G_LOSS_KEYS, HybridLoss, LossKeys
 
-__all__ = ["AdversarialTrainer", "SliceStackInferer", "prepare_sr_batch", "loss_values", "LOSS_KEYS"]
-
-#: the scalar entries of the trainer output, in the column order of ``iterations.csv``.
-LOSS_KEYS = (
-    "loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy",
-    "d_accuracy_midpoint",
-)  # fmt: skip
+__all__ = ["AdversarialTrainer", "SliceStackInferer", "prepare_sr_batch", "loss_values"]
 
 
 def prepare_sr_batch(
@@ -68,13 +63,13 @@ def prepare_sr_batch(
 def loss_values(output: Any) -> dict[str, float]:
     """``output_transform`` for StatsHandler / TensorBoardStatsHandler: the scalar losses of the trainer output.
 
-    Returns ``{name: float}`` for the entries of :data:`LOSS_KEYS` present in ``output`` (the D entries
-    are absent during warm-up), plus ``adversarial_scale``.
+    Returns ``{name: float}`` for the :class:`~monai_lstmagan.losses.LossKeys` present in ``output`` (the D
+    entries are absent during warm-up).
     """
     if isinstance(output, list):  # decollated output: every item holds the same scalars
         output = output[0]
     values = {}
-    for key in (*LOSS_KEYS, "adversarial_scale"):
+    for key in (*G_LOSS_KEYS, *D_LOSS_KEYS, LossKeys.ADVERSARIAL_SCALE):
         if key in output and output[key] is not None:
             value = output[key]
             values[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
@@ -124,7 +119,9 @@ class AdversarialTrainer(SupervisedTrainer):
         objective: ``GANObjective`` or ``WGANGPObjective`` (``discriminator_loss(D, real, fake)`` -> dict with
             "loss", "d_real", "d_fake", "gradient_penalty", "accuracy"; ``generator_loss(D, fake)`` -> scalar).
         n_critic: D steps per G step (they share the iteration's batch and the detached ``sr``).
-        warmup_iterations: the first iterations train G with the pixel MSE only; D is not touched.
+        warmup_iterations: the first iterations train G with ``warmup_loss_function``; D is not touched.
+        warmup_loss_function: the G loss of the warm-up, called as ``(sr, hr)`` and returning the same dict as
+            ``loss_function``; default ``HybridLoss(perceptual=None)`` (pixel MSE, weight 1). Unused without D.
         adversarial_ramp_iterations: after the warm-up the adversarial term is multiplied by a factor that
             grows linearly from ``1 / ramp`` to 1 over this many iterations (0: full weight at once).
         epoch_length: iterations per epoch, default ``len(train_data_loader)``.
@@ -152,6 +149,7 @@ class AdversarialTrainer(SupervisedTrainer):
         objective: Any | None = None,
         n_critic: int = 1,
         warmup_iterations: int = 0,
+        warmup_loss_function: Callable[..., dict[str, torch.Tensor]] | None = None,
         adversarial_ramp_iterations: int = 0,
         epoch_length: int | None = None,
         non_blocking: bool = False,
@@ -207,6 +205,7 @@ class AdversarialTrainer(SupervisedTrainer):
         self.objective = objective
         self.n_critic = n_critic
         self.warmup_iterations = warmup_iterations
+        self.warmup_loss_function = HybridLoss(perceptual=None) if warmup_loss_function is None else warmup_loss_function
         self.adversarial_ramp_iterations = adversarial_ramp_iterations
         scaling = amp and amp_dtype == "float16"
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
@@ -233,19 +232,22 @@ class AdversarialTrainer(SupervisedTrainer):
         return torch.autocast(device_type=self.state.device.type, **self.amp_kwargs)
 
     def _discriminator_step(self, engine: AdversarialTrainer, real: torch.Tensor, fake: torch.Tensor) -> None:
-        """One D step on ``(real, fake)``; ``fake`` is detached. Stores the D statistics in ``engine.state.output``."""
+        """One D step on ``(real, fake)`` ``[B, T, 1, H, W]`` (``fake`` detached); G is untouched.
+
+        Stores the critic statistics (:data:`~monai_lstmagan.losses.D_LOSS_KEYS`) in ``engine.state.output``.
+        """
         engine.d_network.train()
         engine.d_optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with engine._autocast():
             d_out = engine.objective.discriminator_loss(engine.d_network, real, fake)
         output = engine.state.output
-        output["d_loss"] = d_out["loss"].detach().float()
-        output["gradient_penalty"] = d_out["gradient_penalty"].detach().float()
-        output["d_real"] = d_out["d_real"].detach().float().mean()
-        output["d_fake"] = d_out["d_fake"].detach().float().mean()
-        output["d_accuracy"] = d_out["accuracy"].detach().float()
+        output[LossKeys.D_LOSS] = d_out["loss"].detach().float()
+        output[LossKeys.GRADIENT_PENALTY] = d_out["gradient_penalty"].detach().float()
+        output[LossKeys.D_REAL] = d_out["d_real"].detach().float().mean()
+        output[LossKeys.D_FAKE] = d_out["d_fake"].detach().float().mean()
+        output[LossKeys.D_ACCURACY] = d_out["accuracy"].detach().float()
         if "accuracy_midpoint" in d_out:
-            output["d_accuracy_midpoint"] = d_out["accuracy_midpoint"].detach().float()
+            output[LossKeys.D_ACCURACY_MIDPOINT] = d_out["accuracy_midpoint"].detach().float()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_LOSS_COMPLETED)
         engine.d_scaler.scale(d_out["loss"]).backward()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_BACKWARD_COMPLETED)
@@ -253,8 +255,47 @@ class AdversarialTrainer(SupervisedTrainer):
         engine.d_scaler.update()
         engine.fire_event(AdversarialIterationEvents.DISCRIMINATOR_MODEL_COMPLETED)
 
+    def _generator_losses(self, sr: torch.Tensor, hr: torch.Tensor, adversarial_scale: float) -> dict:
+        """The G loss of this iteration's phase, ``sr`` (with gradient) and ``hr`` ``[B, T, 1, H, W]``.
+
+        Adversarial phase: ``loss_function(sr, hr, scale * objective.generator_loss(D, sr))``, D used through its
+        plain module with frozen weights (no D gradients, no DDP reduction). Warm-up (a D exists, scale 0):
+        ``warmup_loss_function(sr, hr)``. Without D (MSE-only baseline): ``loss_function(sr, hr)`` throughout.
+        """
+        if adversarial_scale > 0:
+            discriminator = unwrap_module(self.d_network)
+            discriminator.requires_grad_(False)
+            try:
+                g_adversarial = self.objective.generator_loss(discriminator, sr)
+            finally:
+                discriminator.requires_grad_(True)
+            return self.loss_function(sr, hr, g_adversarial * adversarial_scale)
+        if self.d_network is None:
+            return self.loss_function(sr, hr)
+        return self.warmup_loss_function(sr, hr)
+
+    def _generator_step(self, engine: AdversarialTrainer, sr: torch.Tensor, hr: torch.Tensor, scale: float) -> None:
+        """One G step on the loss of :meth:`_generator_losses`; stores :data:`~monai_lstmagan.losses.G_LOSS_KEYS`.
+
+        Args:
+            sr: ``G(lr)`` ``[B, T, 1, H, W]`` with its graph (G's gradients were zeroed before the forward).
+            hr: the target ``[B, T, 1, H, W]``.
+            scale: the adversarial factor of this iteration (:meth:`adversarial_scale`).
+        """
+        with engine._autocast():
+            losses = engine._generator_losses(sr.float(), hr, scale)
+        for key in G_LOSS_KEYS:
+            engine.state.output[key] = losses[key].detach().float()
+        engine.state.output[LossKeys.ADVERSARIAL_SCALE] = scale
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        engine.g_scaler.scale(losses[LossKeys.LOSS]).backward()
+        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+        engine.g_scaler.step(engine.optimizer)
+        engine.g_scaler.update()
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+
     def _iteration(self, engine: AdversarialTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
-        """One training iteration: ``n_critic`` D steps (after the warm-up), then one G step.
+        """One training iteration: G forward, ``n_critic`` D steps (after the warm-up), then one G step.
 
         Args:
             engine: this trainer.
@@ -269,7 +310,6 @@ class AdversarialTrainer(SupervisedTrainer):
         lr, hr = batch[:2]
         engine.state.output = {Keys.IMAGE: lr, Keys.LABEL: hr}
         scale = engine.adversarial_scale(engine.state.iteration)
-        adversarial = scale > 0
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
@@ -278,36 +318,11 @@ class AdversarialTrainer(SupervisedTrainer):
         engine.state.output[Keys.PRED] = sr.detach()
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
 
-        if adversarial:
+        if scale > 0:
             fake = sr.detach().float()
             for _ in range(engine.n_critic):
                 engine._discriminator_step(engine, hr, fake)
-
-        # G step. D is used through its plain module with frozen weights: no D gradients, no DDP reduction.
-        with engine._autocast():
-            if adversarial:
-                discriminator = unwrap_module(engine.d_network)
-                discriminator.requires_grad_(False)
-                try:
-                    g_adversarial = engine.objective.generator_loss(discriminator, sr.float())
-                finally:
-                    discriminator.requires_grad_(True)
-                losses = engine.loss_function(sr.float(), hr, g_adversarial * scale)
-            elif engine.d_network is None:  # MSE-only baseline: the configured loss without adversarial term
-                losses = engine.loss_function(sr.float(), hr)
-            else:  # warm-up: pixel MSE only (SRResNet pretraining)
-                mse = F.mse_loss(sr.float(), hr)
-                zero = torch.zeros((), device=hr.device)
-                losses = {"loss": mse, "mse": mse, "perceptual": zero, "adversarial": zero}
-        for key in ("loss", "mse", "perceptual", "adversarial"):
-            engine.state.output[key] = losses[key].detach().float()
-        engine.state.output["adversarial_scale"] = scale
-        engine.fire_event(IterationEvents.LOSS_COMPLETED)
-        engine.g_scaler.scale(losses["loss"]).backward()
-        engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
-        engine.g_scaler.step(engine.optimizer)
-        engine.g_scaler.update()
-        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        engine._generator_step(engine, sr, hr, scale)
         return engine.state.output
 
     def state_dict(self) -> dict:

@@ -12,11 +12,15 @@ import logging
 
 import torch
 import torch.nn.functional as F
+from monai.utils.enums import StrEnum
 from torch import nn
 
 from monai_lstmagan.networks.vgg import VGG19Features
 
 __all__ = [
+    "LossKeys",
+    "G_LOSS_KEYS",
+    "D_LOSS_KEYS",
     "PerceptualLoss",
     "GANObjective",
     "WGANGPObjective",
@@ -26,6 +30,35 @@ __all__ = [
     "log_perceptual_setting",
     "OBJECTIVES",
 ]
+
+
+class LossKeys(StrEnum):
+    """The names of the training losses and critic statistics (like MONAI's ``GanKeys``), defined once.
+
+    The trainer's output, ``iterations.csv``, the StatsHandler/TensorBoard tags and the plots use these names;
+    members are ``str``, so ``output["mse"]`` and ``output[LossKeys.MSE]`` are the same entry.
+    """
+
+    LOSS = "loss"  # the generator's total (weighted) loss
+    MSE = "mse"  # pixel MSE, the content term
+    PERCEPTUAL = "perceptual"  # VGG feature MSE (0 when the term is off)
+    ADVERSARIAL = "adversarial"  # the objective's generator loss (unweighted, before the ramp)
+    ADVERSARIAL_SCALE = "adversarial_scale"  # 0 in warm-up, then the ramp factor up to 1
+    D_LOSS = "d_loss"  # the critic's loss of its last step in the iteration
+    GRADIENT_PENALTY = "gradient_penalty"
+    D_REAL = "d_real"  # mean critic score of the HR sequences
+    D_FAKE = "d_fake"  # mean critic score of the SR sequences
+    D_ACCURACY = "d_accuracy"  # paired: D(hr_i) > D(sr_i)
+    D_ACCURACY_MIDPOINT = "d_accuracy_midpoint"  # both scores on the right side of their batch midpoint
+
+
+#: the scalars a generator loss (:class:`HybridLoss`) returns, in ``iterations.csv`` order.
+G_LOSS_KEYS = (LossKeys.LOSS, LossKeys.MSE, LossKeys.PERCEPTUAL, LossKeys.ADVERSARIAL)
+#: the critic statistics of an adversarial iteration, in ``iterations.csv`` order.
+D_LOSS_KEYS = (
+    LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY, LossKeys.D_REAL, LossKeys.D_FAKE, LossKeys.D_ACCURACY,
+    LossKeys.D_ACCURACY_MIDPOINT,
+)  # fmt: skip
 
 
 def _fold_slices(x: torch.Tensor) -> torch.Tensor:
@@ -109,6 +142,13 @@ class GANObjective:
             "gradient_penalty": torch.zeros((), device=loss.device),
             "accuracy": accuracy,
         }
+
+    def state_dict(self) -> dict:
+        """No state (the same interface as :meth:`WGANGPObjective.state_dict`, so checkpoints can hold any objective)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore."""
 
     def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
         """Non-saturating adversarial loss for G, ``fake`` ``[B, T, 1, H, W]`` with gradient -> scalar."""
@@ -203,6 +243,17 @@ class WGANGPObjective:
             "accuracy_midpoint": accuracy_midpoint,
         }
 
+    def state_dict(self) -> dict:
+        """The lazy-penalty schedule (critic steps so far, last penalty), for exact resume from a checkpoint."""
+        last = torch.tensor(float("nan")) if self._last_penalty is None else self._last_penalty.detach().cpu()
+        return {"critic_steps": self.critic_steps, "last_penalty": last}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore what :meth:`state_dict` saved."""
+        self.critic_steps = int(state_dict["critic_steps"])
+        last = torch.as_tensor(state_dict["last_penalty"])
+        self._last_penalty = None if torch.isnan(last) else last
+
     def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
         """``-mean critic(fake)``, ``fake`` ``[B, T, 1, H, W]`` with gradient -> scalar."""
         return -discriminator(fake).float().mean()
@@ -276,4 +327,6 @@ class HybridLoss(nn.Module):
         perceptual = self.perceptual(sr, hr) if self.perceptual is not None else zero
         adversarial = adversarial.float() if adversarial is not None else zero
         loss = self.content_weight * mse + self.perceptual_weight * perceptual + self.adversarial_weight * adversarial
-        return {"loss": loss, "mse": mse, "perceptual": perceptual, "adversarial": adversarial}
+        return {
+            LossKeys.LOSS: loss, LossKeys.MSE: mse, LossKeys.PERCEPTUAL: perceptual, LossKeys.ADVERSARIAL: adversarial
+        }  # fmt: skip

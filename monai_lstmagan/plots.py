@@ -26,17 +26,20 @@ import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from monai_lstmagan.losses import G_LOSS_KEYS, LossKeys  # noqa: E402
+
 __all__ = ["plot_training_curves", "plot_comparison", "read_epoch_means", "choose_inset"]
 
-LOSS_COLUMNS = ("loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty")
+LOSS_COLUMNS = (*G_LOSS_KEYS, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY)
 LOSS_TITLES = {
-    "loss": "G total loss",
-    "mse": "G content (MSE)",
-    "perceptual": "G perceptual (VGG features)",
-    "adversarial": "G adversarial",
-    "d_loss": "D loss",
-    "gradient_penalty": "gradient penalty",
+    LossKeys.LOSS: "G total loss",
+    LossKeys.MSE: "G content (MSE)",
+    LossKeys.PERCEPTUAL: "G perceptual (VGG features)",
+    LossKeys.ADVERSARIAL: "G adversarial",
+    LossKeys.D_LOSS: "D loss",
+    LossKeys.GRADIENT_PENALTY: "gradient penalty",
 }
+CRITIC_COLUMNS = (LossKeys.D_ACCURACY, LossKeys.D_ACCURACY_MIDPOINT, LossKeys.D_REAL, LossKeys.D_FAKE)
 
 
 def _to_float(text: str | None) -> float:
@@ -121,7 +124,7 @@ def plot_training_curves(output_dir: str) -> list[str]:
     iterations_csv = os.path.join(output_dir, "iterations.csv")
     if _usable(iterations_csv):
         means = read_epoch_means(
-            iterations_csv, (*LOSS_COLUMNS, "d_accuracy", "d_accuracy_midpoint", "d_real", "d_fake")
+            iterations_csv, (*LOSS_COLUMNS, *CRITIC_COLUMNS)
         )
         if not means:
             warnings.warn(f"{iterations_csv} has no rows: its curves are skipped.", stacklevel=2)
@@ -173,12 +176,12 @@ def _plot_losses(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
 
 
 def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
-    if not _has_values(means.get("d_accuracy")):
+    if not _has_values(means.get(LossKeys.D_ACCURACY)):
         return []
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    ax.plot(means["epoch"], means["d_accuracy"], marker="o", markersize=3, label="D accuracy (paired)")
-    if _has_values(means.get("d_accuracy_midpoint")):
-        ax.plot(means["epoch"], means["d_accuracy_midpoint"], marker="s", markersize=3, label="D accuracy (midpoint)")
+    ax.plot(means["epoch"], means[LossKeys.D_ACCURACY], marker="o", markersize=3, label="D accuracy (paired)")
+    if _has_values(means.get(LossKeys.D_ACCURACY_MIDPOINT)):
+        ax.plot(means["epoch"], means[LossKeys.D_ACCURACY_MIDPOINT], marker="s", markersize=3, label="D accuracy (midpoint)")
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
     _epoch_axis(ax)

@@ -10,9 +10,9 @@ from ignite.engine import Events
 from monai.handlers import CheckpointLoader
 from monai.utils import set_determinism
 
-from monai_lstmagan.engine import LOSS_KEYS, AdversarialTrainer, SliceStackInferer, loss_values, prepare_sr_batch
+from monai_lstmagan.engine import AdversarialTrainer, SliceStackInferer, loss_values, prepare_sr_batch
 from monai_lstmagan.handlers import AtomicCheckpointSaver
-from monai_lstmagan.losses import GANObjective, HybridLoss, PerceptualLoss, WGANGPObjective
+from monai_lstmagan.losses import GANObjective, HybridLoss, LossKeys, PerceptualLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
 
 T, H = 4, 16  # slices per sequence, HR size
@@ -67,7 +67,7 @@ def test_one_iteration_updates_generator_and_discriminator(objective):
     assert changed(g_before, trainer.network) and changed(d_before, trainer.d_network)
     values = loss_values(trainer.state.output)
     wgan_only = set() if isinstance(objective, WGANGPObjective) else {"d_accuracy_midpoint"}  # critic values only
-    assert set(LOSS_KEYS) - wgan_only <= set(values)
+    assert set(LossKeys) - wgan_only <= set(values)
     assert values["perceptual"] > 0 and values["d_loss"] != 0
     assert 0.0 <= values["d_accuracy"] <= 1.0 and values["adversarial_scale"] == 1.0
     if isinstance(objective, WGANGPObjective):
@@ -96,6 +96,35 @@ def test_warmup_trains_generator_only_then_ramps_adversarial_weight():
     assert "d_loss" not in seen[0] and "d_loss" not in seen[1] and seen[0]["adversarial"] == 0.0
     assert [s["adversarial_scale"] for s in seen if "adversarial_scale" in s] == [0.0, 0.0, 0.5, 1.0, 1.0]
     assert (g_steps[0], d_steps[0]) == (5, 3)
+
+
+def test_warmup_uses_the_configured_warmup_loss_then_the_full_loss():
+    """The warm-up loss is a configured callable: an L1 warm-up is what G minimises until the critic starts."""
+    calls: list[str] = []
+
+    def l1_warmup(sr, hr):
+        calls.append("warmup")
+        l1 = (sr - hr).abs().mean()
+        zero = torch.zeros(())
+        return {LossKeys.LOSS: l1, LossKeys.MSE: l1, LossKeys.PERCEPTUAL: zero, LossKeys.ADVERSARIAL: zero}
+
+    trainer = make_trainer(make_batches(3), warmup_iterations=2, warmup_loss_function=l1_warmup)
+    full_loss = trainer.loss_function
+    trainer.loss_function = lambda *args: calls.append("full") or full_loss(*args)
+    seen: list[dict] = []
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: seen.append(loss_values(e.state.output)))
+    trainer.run()
+    assert calls == ["warmup", "warmup", "full"]
+    assert seen[0]["mse"] > 0 and "d_loss" not in seen[1] and "d_loss" in seen[2]
+
+
+def test_default_warmup_loss_is_the_pixel_mse():
+    trainer = make_trainer(make_batches(1), warmup_iterations=1, perceptual=True)
+    trainer.run()
+    values = loss_values(trainer.state.output)
+    sr, hr = trainer.state.output["pred"], trainer.state.output["label"]
+    assert values["loss"] == pytest.approx(torch.nn.functional.mse_loss(sr, hr).item(), rel=1e-5)
+    assert values["perceptual"] == 0.0 and values["adversarial"] == 0.0
 
 
 def test_mse_only_without_discriminator():
