@@ -7,13 +7,13 @@ the command line so a run takes seconds on a CPU.
 from __future__ import annotations
 
 import csv
+import math
 import os
 import re
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -152,36 +152,69 @@ def test_torchrun_two_processes_gloo(tiny_dataset, tmp_path):
     assert not any(k.startswith("module.") for k in full["network"])
 
 
+def assert_same_state(resumed, uninterrupted, path: str = "") -> None:
+    """Every tensor / number of two checkpoint objects is identical (bit for bit)."""
+    if isinstance(uninterrupted, torch.Tensor):
+        assert torch.equal(resumed, uninterrupted), path
+    elif isinstance(uninterrupted, dict):
+        assert resumed.keys() == uninterrupted.keys(), path
+        for key in uninterrupted:
+            assert_same_state(resumed[key], uninterrupted[key], f"{path}/{key}")
+    elif isinstance(uninterrupted, (list, tuple)):
+        assert len(resumed) == len(uninterrupted), path
+        for i, (r, u) in enumerate(zip(resumed, uninterrupted)):
+            assert_same_state(r, u, f"{path}[{i}]")
+    elif isinstance(uninterrupted, float) and math.isnan(uninterrupted):
+        assert math.isnan(resumed), path
+    else:
+        assert resumed == uninterrupted, path
+
+
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_continues_from_last_checkpoint(tiny_dataset, tmp_path):
-    out = tmp_path / "run"
-    args = ("--epochs", "8", "--checkpoint_interval", "3")  # 4 iterations per epoch: checkpoints mid-epoch
+def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    """Killed (SIGKILL, at a fixed iteration: no timing) mid-epoch, resumed: the same G, EMA, D, optimizers, LR
+    schedule, lazy-penalty schedule, best metric and trainer state as a run that was never interrupted."""
+    args = ("--epochs", "3", "--checkpoint_interval", "3")  # 4 iterations per epoch: checkpoints mid-epoch
+    reference = tmp_path / "uninterrupted"
+    run_bundle(bundle_command(("train.yaml",), tiny_dataset, reference, *args))
+
+    out = tmp_path / "killed"
+    kill_at = 8  # the last checkpoint before it is iteration 6, in the middle of epoch 2 (iterations 5..8)
+    kill = tmp_path / "kill.yaml"
+    kill.write_text(
+        "run:\n"
+        "  - $@train#checkpoint_saver.attach(@train#trainer)\n"
+        "  - $@train#nonfinite_guard.attach(@train#trainer)\n"
+        "  - \"$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=%d),"
+        " lambda engine: os.kill(os.getpid(), 9))\"\n"
+        "  - $@train#trainer.run()\n"
+        "imports: ['$import os', '$import ignite', '$import torch', '$import monai', '$import monai_lstmagan',"
+        " '$import monai_lstmagan.reproducible', '$import monai_lstmagan.handlers', '$import monai_lstmagan.engine',"
+        " '$import monai_lstmagan.data', '$import monai_lstmagan.inference', '$import monai_lstmagan.losses',"
+        " '$import monai_lstmagan.networks', '$import monai_lstmagan.transforms', '$import monai_lstmagan.plots',"
+        " '$import monai_lstmagan.checkpoints', '$import logging']\n" % kill_at
+    )
+    cmd = bundle_command(("train.yaml",), tiny_dataset, out, *args)
+    cmd[cmd.index("--config_file") + 1] = repr([str(CONFIGS / "train.yaml"), str(kill)])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        bundle_command(("train.yaml",), tiny_dataset, out, *args), cwd=REPO, env=env,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    deadline = time.time() + 180
-    while not (out / "checkpoint_iteration=9.pt").exists():
-        assert proc.poll() is None, "training ended before it could be killed"
-        assert time.time() < deadline, "no checkpoint after 180 s"
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert not (out / "checkpoint_final_iteration=32.pt").exists(), "training finished before the kill"
-    killed_at = max(int(r["iteration"]) for r in read_rows(out / "iterations.csv"))
-    latest = max(int(re.search(r"=(\d+)", p.name).group(1)) for p in out.glob("checkpoint_iteration=*.pt"))
-    assert latest % 4 != 0  # the checkpoint resumed from is in the middle of an epoch
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == -signal.SIGKILL, (proc.stdout + proc.stderr)[-3000:]
+    assert max(int(r["iteration"]) for r in read_rows(out / "iterations.csv")) == kill_at  # logged, then killed
+    checkpoints = sorted(int(re.search(r"=(\d+)", p.name).group(1)) for p in out.glob("checkpoint_*.pt"))
+    assert checkpoints == [3, 6]
 
     log = run_bundle(bundle_command(("train.yaml", "resume.yaml"), tiny_dataset, out, *args))
-    assert f"Restored all variables from {out / f'checkpoint_iteration={latest}.pt'}" in log
-    resumed_from = re.search(r"Epoch: \d+/8, Iter: \d+/4 -- ", log)
-    assert resumed_from and f"Epoch: {latest // 4 + 1}/8, Iter: {latest % 4 + 1}/4" in resumed_from.group(0)
-    iterations = [int(r["iteration"]) for r in read_rows(out / "iterations.csv")]
-    assert iterations == list(range(1, 33)), f"killed at {killed_at}, resumed from {latest}"
-    assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == list(range(1, 9))
-    full = torch.load(out / "checkpoint_final_iteration=32.pt", weights_only=True)
-    assert full["trainer"]["iteration"] == 32 and int(full["ema"]["num_updates"]) == 32
+    assert f"Restored all variables from {out / 'checkpoint_iteration=6.pt'}" in log
+    assert "Epoch: 2/3, Iter: 3/4 -- " in re.search(r"Epoch: \d+/3, Iter: \d+/4 -- ", log).group(0)
+    assert [int(r["iteration"]) for r in read_rows(out / "iterations.csv")] == list(range(1, 13))
+    assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == [1, 2, 3]
+
+    resumed = torch.load(out / "checkpoint_final_iteration=12.pt", weights_only=True)
+    expected = torch.load(reference / "checkpoint_final_iteration=12.pt", weights_only=True)
+    assert {"network", "ema", "d_network", "optimizer", "d_optimizer", "lr_scheduler", "adversarial_objective",
+            "best_model", "trainer"} <= set(expected)  # fmt: skip
+    assert_same_state(resumed, expected)
+    assert read_rows(out / "iterations.csv") == read_rows(reference / "iterations.csv")  # every logged loss too
 
 
 def test_bad_training_volume_stops_before_training(tiny_dataset, tmp_path):
