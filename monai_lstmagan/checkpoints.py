@@ -13,8 +13,9 @@ Two kinds of files are written during training:
   still load, as the SRResNet-output generator with BatchNorm they are.
 - full checkpoints ``checkpoint_*.pt`` (MONAI ``CheckpointSaver``) with every state needed to resume.
 
-Every write goes through :func:`atomic_save`: a temporary file in the destination folder followed by
-``os.replace``, so a process killed mid-write never leaves a half-written file behind.
+Every write goes through :func:`atomic_save` (:func:`monai_lstmagan.atomic.atomic_write`): a temporary file
+in the destination folder followed by ``os.replace``, so a process killed mid-write never leaves a
+half-written file behind.
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ from __future__ import annotations
 import glob
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
 import torch
+
+from monai_lstmagan.atomic import atomic_write
 
 __all__ = [
     "GENERATOR_FORMAT",
@@ -70,22 +72,8 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> str:
         PermissionError / OSError: naming ``path`` when the folder cannot be written.
     """
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as e:
-        raise type(e)(f"cannot write checkpoint '{path}': folder '{folder}' is not writable ({e}).") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
+    with atomic_write(path, "wb", what="checkpoint") as f:
+        torch.save(obj, f)
     return path
 
 

@@ -28,7 +28,6 @@ import logging
 import math
 import os
 import re
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from monai_lstmagan.volumes import VOLUME_SUFFIXES, BadVolume, mhd_data_file, read_voxels, volume_suffix
+from monai_lstmagan.atomic import atomic_write
+from monai_lstmagan.volumes import VOLUME_SUFFIXES, BadVolume, mhd_data_file, read_voxels, split_suffix, volume_suffix
 
 __all__ = [
     "VOLUME_SUFFIXES",
@@ -59,11 +59,6 @@ SPLIT_KEYS = ("training", "test", "validation")
 _MODALITIES = ("ct", "mr", "auto")
 _LUNA_SUBSET = re.compile(r"subset\d+")
 _BRATS_CASE = re.compile(r"BraTS\d*_\d+")
-
-
-def _strip_suffix(name: str) -> str:
-    suffix = volume_suffix(name)
-    return name[: -len(suffix)] if suffix else name
 
 
 def _check_dataset_dir(dataset_dir: str | os.PathLike) -> Path:
@@ -159,8 +154,8 @@ def find_volumes(
         expected = "files ending in " + ", ".join(VOLUME_SUFFIXES)
         for p in files:
             suffix = volume_suffix(p.name)
-            if suffix is not None:
-                found.append((_strip_suffix(p.relative_to(root).as_posix()), p))
+            if suffix is not None:  # the patient id: the path below root without the suffix
+                found.append((p.relative_to(root).as_posix()[: -len(suffix)], p))
     if not found:
         raise ValueError(f"No volume found in {os.fspath(root)!r} with layout {layout!r}: expected {expected}.")
 
@@ -239,17 +234,9 @@ def split_by_patient(items: Sequence[dict], fractions: Sequence[float] = (0.7, 0
 
 
 def _write_json_atomic(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path, "w", what="datalist") as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 def load_datalist(datalist_file: str | os.PathLike, modality: str = "auto") -> dict:
@@ -280,7 +267,7 @@ def load_datalist(datalist_file: str | os.PathLike, modality: str = "auto") -> d
                 raise ValueError(f"Datalist {os.fspath(path)!r}: an item of {key!r} has no 'image': {item}.")
             image = Path(item["image"]).expanduser()
             item["image"] = os.fspath(image if image.is_absolute() else (path.parent / image).resolve())
-            item.setdefault("patient", _strip_suffix(os.path.basename(item["image"])))
+            item.setdefault("patient", split_suffix(item["image"])[0])
             item.setdefault("modality", modality)
             datalist[key].append(item)
     seen: dict[str, str] = {}

@@ -45,6 +45,7 @@ from monai.metrics.regression import compute_ssim_and_cs
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.atomic import atomic_files, atomic_write
 from monai_lstmagan.inference import check_output_dir, super_resolve_volume, upsampled_affine
 from monai_lstmagan.plots import plot_comparison
 
@@ -224,7 +225,10 @@ def summarize(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str
 
 
 def _save_nifti(array: torch.Tensor, affine: np.ndarray, path: str) -> None:
-    nib.save(nib.Nifti1Image(array.squeeze(0).numpy().astype(np.float32), affine), path)
+    """``array`` ``[1, X, Y, Z]`` as a float32 NIfTI at ``path``, written atomically."""
+    folder, name = os.path.split(path)
+    with atomic_files(folder) as tmp_dir:
+        nib.save(nib.Nifti1Image(array.squeeze(0).numpy().astype(np.float32), affine), os.path.join(tmp_dir, name))
 
 
 def evaluate(
@@ -321,7 +325,7 @@ def evaluate(
             for method, pred in outputs.items():
                 _save_nifti(pred[:, 0].permute(1, 2, 0).unsqueeze(0), hr_affine, os.path.join(folder, f"{name}_{method}.nii.gz"))
 
-    with open(os.path.join(output_dir, "metrics.csv"), "w", newline="") as f:
+    with atomic_write(os.path.join(output_dir, "metrics.csv"), "w", newline="", what="metrics") as f:
         writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
         writer.writeheader()
         for row in rows:
@@ -339,6 +343,6 @@ def evaluate(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": summarize(rows),
     }
-    with open(os.path.join(output_dir, "summary.json"), "w") as f:
+    with atomic_write(os.path.join(output_dir, "summary.json"), "w", what="summary") as f:
         json.dump(summary, f, indent=2, allow_nan=False, default=str)
     return summary

@@ -30,8 +30,10 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import CheckpointSaver
 from monai.utils import AdversarialIterationEvents
 
+from monai_lstmagan.atomic import atomic_write
 from monai_lstmagan.checkpoints import atomic_save, save_generator, unwrap_module
 from monai_lstmagan.evaluation import volume_metrics
+from monai_lstmagan.losses import D_LOSS_KEYS, G_LOSS_KEYS, LossKeys
 
 __all__ = [
     "GeneratorEMA",
@@ -45,10 +47,8 @@ __all__ = [
     "VALIDATION_COLUMNS",
 ]
 
-ITERATION_COLUMNS = (
-    "epoch", "iteration", "loss", "mse", "perceptual", "adversarial",
-    "d_loss", "gradient_penalty", "d_real", "d_fake", "d_accuracy", "d_accuracy_midpoint",
-)  # fmt: skip
+#: the columns of ``iterations.csv``: epoch, iteration, then the G losses and the critic statistics.
+ITERATION_COLUMNS = ("epoch", "iteration", *G_LOSS_KEYS, *D_LOSS_KEYS)
 VALIDATION_COLUMNS = (
     "epoch", "psnr_fg_sr", "psnr_fg_bicubic", "ssim_fg_sr", "ssim_fg_bicubic",
     "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic",
@@ -123,11 +123,11 @@ class NonFiniteLossGuard:
         self,
         output_dir: str,
         save_dict: Mapping[str, Any],
-        keys: Sequence[str] = ("loss", "mse", "perceptual", "adversarial", "d_loss", "gradient_penalty"),
+        keys: Sequence[str] = (*G_LOSS_KEYS, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY),
     ) -> None:
         self.output_dir = output_dir
         self.save_dict = save_dict
-        self.keys = tuple(keys)
+        self.keys = tuple(str(key) for key in keys)
         self.logger = logging.getLogger(__name__)
 
     def attach(self, engine: Engine) -> None:
@@ -202,12 +202,10 @@ class CSVLogger:
         kept = [r for r in rows if r.get(self.step_column) and int(float(r[self.step_column])) < step]
         if len(kept) == len(rows):
             return
-        tmp = f"{self.filename}.tmp"
-        with open(tmp, "w", newline="") as f:
+        with atomic_write(self.filename, "w", newline="", what="CSV log") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", restval="nan")
             writer.writeheader()
             writer.writerows(kept)
-        os.replace(tmp, self.filename)
 
     def __call__(self, engine: Engine) -> None:
         if not _is_main_process():

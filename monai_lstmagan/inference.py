@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import shutil
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -40,6 +39,7 @@ import torch
 from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
 from tqdm import tqdm
 
+from monai_lstmagan.atomic import atomic_files
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.volumes import LPS_TO_RAS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Scan, read_scan, split_suffix
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
@@ -245,17 +245,6 @@ def _write_scan(scan: Scan, array: np.ndarray, affine: np.ndarray, dtype: np.dty
     itk.imwrite(image, path, compression=scan.compressed)
 
 
-def _move_into_place(tmp_dir: str, output_dir: str, header_name: str, protected: set[str]) -> None:
-    """Move the files written in ``tmp_dir`` to ``output_dir`` (data files first, the header last)."""
-    names = sorted(os.listdir(tmp_dir), key=lambda n: n == header_name)
-    for name in names:
-        destination = os.path.realpath(os.path.join(output_dir, name))
-        if destination in protected:
-            raise ValueError(f"refusing to overwrite the input file '{destination}'.")
-    for name in names:
-        os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
-
-
 def _input_files(scan_path: str) -> set[str]:
     files = {os.path.realpath(scan_path)}
     if scan_path.lower().endswith((".mhd", ".nhdr")):
@@ -348,12 +337,9 @@ def super_resolve_file(
     out_array = apply_orientation(out_ras, to_file_order)
     affine = upsampled_affine(scan.affine, in_plane, scale)
 
-    tmp_dir = tempfile.mkdtemp(prefix=".lstmagan-sr-", dir=output_dir)
-    try:
-        _write_scan(scan, out_array, affine, dtype, os.path.join(tmp_dir, os.path.basename(output_path)))
-        _move_into_place(tmp_dir, output_dir, os.path.basename(output_path), protected)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+    name = os.path.basename(output_path)
+    with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
+        _write_scan(scan, out_array, affine, dtype, os.path.join(tmp_dir, name))
     return output_path
 
 

@@ -130,18 +130,28 @@ def _check_mhd_data(path: str) -> None:
         )
 
 
-def check_file(path: str) -> None:
+def _inflate(path: str) -> bytes:
+    """The whole decompressed content of a gzip file (so its CRC and length are checked), or :class:`BadVolume`."""
+    try:
+        with gzip.open(path, "rb") as f:
+            return f.read()
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+
+
+def check_file(path: str, inflate: bool = True) -> None:
     """Raise :class:`BadVolume` for a file-level problem: unsupported suffix, missing file, a corrupt or
-    truncated gzip stream (``.nii.gz``: the whole stream is inflated, so the CRC is checked), a ``.mhd``
-    whose data file is missing or too short."""
+    truncated gzip stream (``.nii.gz``: the whole stream is inflated, so the CRC is checked; ``inflate=False``
+    leaves that to the reader, :func:`read_voxels` / :func:`read_scan` inflate once), a ``.mhd`` whose data
+    file is missing or too short."""
     suffix = volume_suffix(path)
     if suffix is None:
         raise BadVolume(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
     if not os.path.isfile(path):
         raise BadVolume("does not exist")
-    if suffix == ".nii.gz":
+    if suffix == ".nii.gz" and inflate:
         try:
-            with gzip.open(path, "rb") as f:
+            with gzip.open(path, "rb") as f:  # streamed: only the check is needed here, not the content
                 while f.read(1 << 24):
                     pass
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
@@ -151,11 +161,20 @@ def check_file(path: str) -> None:
 
 
 def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
-    """The nibabel image and its voxels (scaling applied); :class:`BadVolume` when nibabel cannot read it."""
+    """The nibabel image and its voxels (scaling applied); :class:`BadVolume` when nibabel cannot read it.
+
+    A ``.nii.gz`` is inflated once, completely (nibabel alone stops before the gzip trailer and so never
+    checks the CRC), and parsed from memory.
+    """
     import nibabel as nib
 
+    raw = _inflate(path) if volume_suffix(path) == ".nii.gz" else None
     try:
-        image = nib.load(path)
+        if raw is None:
+            image = nib.load(path)
+        else:
+            nifti2 = raw[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either endianness
+            image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
         return image, np.asanyarray(image.dataobj)
     except Exception as e:
         raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
@@ -177,7 +196,7 @@ def read_voxels(path: str) -> tuple[np.ndarray, int]:
     Raises:
         BadVolume: see :func:`check_file`, or the reader failed.
     """
-    check_file(path)
+    check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
     if volume_suffix(path) in NIFTI_SUFFIXES:
         import nibabel as nib
 
@@ -258,7 +277,7 @@ def read_scan(path: str) -> Scan:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"input volume '{path}' does not exist.")
     try:
-        check_file(path)
+        check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
         scan = _read_checked_scan(path)
     except BadVolume as e:
         raise ValueError(f"'{path}' {e}.") from e
