@@ -99,19 +99,21 @@ def test_train_bundle_writes_model_csvs_and_logs_sr_and_bicubic_psnr(tiny_datase
 
 @pytest.mark.slow
 def test_short_training_on_one_sample_scan_beats_bicubic_on_the_other(tmp_path):
-    """The quality guard (about a minute): 32 MSE + 32 WGAN-GP iterations of the demo generator on the MR sample scan must beat
-    bicubic on the CT sample scan it never saw (foreground and whole image), and the critic must have learned."""
+    """The quality guard (about a minute on one thread): 64 MSE + 32 WGAN-GP iterations of the demo generator on the MR
+    sample scan must beat bicubic on the CT sample scan it never saw (foreground and whole image), and the critic must
+    have learned. Measured fg PSNR gains of this config: +0.64 / +1.24 / +2.44 dB with --seed 0 / 1 / 2; with 32 + 32
+    iterations the gain varied from +0.32 to +1.31 dB with the seed, too close to the margin."""
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg("train.yaml"),
-        "--bundle_root", str(REPO / "bundle"), "--output_dir", str(out), "--epochs", "2", "--samples_per_volume", "64",
-        "--warmup_iterations", "$len(@train#dataloader)",
+        "--bundle_root", str(REPO / "bundle"), "--output_dir", str(out), "--epochs", "3", "--samples_per_volume", "64",
+        "--warmup_iterations", "$2 * len(@train#dataloader)",
     ]  # fmt: skip
     run_bundle(cmd, timeout=400)
     datalist = (out / "datalist.json").read_text()
     assert "brain1_t1c" in datalist.split('"validation"')[0] and "lung1_crop" in datalist.split('"validation"')[1]
     last = read_rows(out / "validation.csv")[-1]
-    assert float(last["psnr_fg_sr"]) > float(last["psnr_fg_bicubic"]) + 0.5, last  # measured +0.8 dB
+    assert float(last["psnr_fg_sr"]) > float(last["psnr_fg_bicubic"]) + 0.5, last  # measured +0.64 dB (seed 0)
     assert float(last["psnr_sr"]) > float(last["psnr_bicubic"]) + 0.5, last
     assert float(last["ssim_fg_sr"]) > float(last["ssim_fg_bicubic"]), last
     adversarial = [r for r in read_rows(out / "iterations.csv") if r["d_real"] not in ("", "nan")]
