@@ -267,7 +267,8 @@ def load_datalist(datalist_file: str | os.PathLike, modality: str = "auto") -> d
                 raise ValueError(f"Datalist {os.fspath(path)!r}: an item of {key!r} has no 'image': {item}.")
             image = Path(item["image"]).expanduser()
             item["image"] = os.fspath(image if image.is_absolute() else (path.parent / image).resolve())
-            item.setdefault("patient", split_suffix(item["image"])[0])
+            name = os.path.basename(item["image"])  # an unsupported suffix is reported by check_volumes
+            item.setdefault("patient", split_suffix(name)[0] if volume_suffix(name) else name)
             item.setdefault("modality", modality)
             datalist[key].append(item)
     seen: dict[str, str] = {}

@@ -38,11 +38,9 @@ def test_checkpoints_get_the_usual_file_mode(tmp_path):
 def test_atomic_files_moves_the_header_last_and_never_replaces_an_input(tmp_path):
     inputs = tmp_path / "scan.raw"
     inputs.write_bytes(b"input")
-    moved: list[str] = []
     with atomic_files(str(tmp_path), last="out.mhd") as tmp_dir:
         for name in ("out.mhd", "out.raw"):
             Path(tmp_dir, name).write_text(name)
-            moved.append(name)
     assert (tmp_path / "out.mhd").read_text() == "out.mhd" and (tmp_path / "out.raw").is_file()
     with pytest.raises(ValueError, match="refusing to overwrite the input file.*scan.raw"):
         with atomic_files(str(tmp_path), protected=[str(inputs)]) as tmp_dir:

@@ -227,3 +227,12 @@ def test_load_decathlon_datalist_with_relative_paths(folder_dir, tmp_path):
     ]
     assert datalist["validation"][0]["image"] == str(tmp_path / "copy" / "mr" / "c.nii.gz")
     assert datalist["test"] == []
+
+
+def test_datalist_item_with_an_unsupported_suffix_is_left_to_the_volume_check(tmp_path):
+    """Patient ids come from the file name without its volume suffix; a file of another type is not refused while
+    the datalist is read (so ``skip_bad_files`` can skip it later), its id is its name."""
+    datalist = tmp_path / "datalist.json"
+    datalist.write_text('{"training": ["ct/a.nii.gz", "notes.txt"], "validation": [], "test": []}')
+    items = load_datalist(datalist)["training"]
+    assert [item["patient"] for item in items] == ["a", "notes.txt"]
