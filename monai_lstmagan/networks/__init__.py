@@ -1,11 +1,17 @@
-"""LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features.
+"""LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features, and the comparison
+generators of the field (FRDAGAN, FA-GAN, MedSRGAN), all built by name with :func:`build_generator`.
 
 Parameter/FLOP counting lives in :mod:`monai_lstmagan.networks.complexity` (also a ``python -m`` script).
 """
 
+from torch import nn
+
 from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
 from monai_lstmagan.networks.discriminators import CRITICS, ConvDiscriminator, LSTMDiscriminator, build_discriminator
+from monai_lstmagan.networks.fa_gan import FAGANGenerator
+from monai_lstmagan.networks.frdagan import FRDAGANGenerator
 from monai_lstmagan.networks.generator import GENERATOR_NORMS, RESIDUALS, SUPPORTED_SCALES, LSTMAGANGenerator, bicubic_upsample_slices
+from monai_lstmagan.networks.medsrgan import MedSRGANGenerator
 from monai_lstmagan.networks.vgg import VGG19_IMAGENET_URL, VGG19_LAYERS, VGG19Features
 
 __all__ = [
@@ -13,6 +19,11 @@ __all__ = [
     "AttentionGate",
     "DenseBlock",
     "LSTMAGANGenerator",
+    "FRDAGANGenerator",
+    "FAGANGenerator",
+    "MedSRGANGenerator",
+    "GENERATORS",
+    "build_generator",
     "SUPPORTED_SCALES",
     "RESIDUALS",
     "GENERATOR_NORMS",
@@ -25,3 +36,22 @@ __all__ = [
     "CRITICS",
     "build_discriminator",
 ]
+
+GENERATORS: dict[str, type[nn.Module]] = {
+    "lstmagan": LSTMAGANGenerator,
+    "frdagan": FRDAGANGenerator,
+    "fa_gan": FAGANGenerator,
+    "medsrgan": MedSRGANGenerator,
+}
+"""The generator architectures by name (``generator_kwargs#architecture`` in the configs, recorded in ``model.pt``)."""
+
+
+def build_generator(architecture: str = "lstmagan", **kwargs) -> nn.Module:
+    """Generator by architecture name (:data:`GENERATORS`) and its constructor kwargs (including ``scale``).
+
+    ``architecture`` defaults to ``"lstmagan"``, so the kwargs of every checkpoint written before the comparison
+    models existed (which have no ``architecture`` entry) build the generator they were trained with.
+    """
+    if architecture not in GENERATORS:
+        raise ValueError(f"build_generator: unknown architecture {architecture!r}; choose one of {sorted(GENERATORS)}.")
+    return GENERATORS[architecture](**kwargs)

@@ -1,18 +1,23 @@
 """Parameter and FLOP counts of the networks, measured with forward hooks.
 
 ``python -m monai_lstmagan.networks.complexity`` prints a markdown table for the default generator at
-x2 and x4 (and the small CPU configuration), per 128x128 LR input slice.
+x2 and x4 (and the small CPU configuration), per 128x128 LR input slice, then the same table for the comparison
+generators (FRDAGAN, FA-GAN, MedSRGAN: the papers' default sizes, a small CPU preset and the sizes trained in the
+README's comparison, ``bundle/configs/<model>.yaml``).
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["count_parameters", "count_flops", "generator_complexity_table"]
+from monai_lstmagan.networks.fa_gan import SelfAttention
+
+__all__ = ["count_parameters", "count_flops", "generator_complexity_table", "COMPARISON_CONFIGS"]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -40,7 +45,35 @@ def _lstm_flops(module: nn.LSTM, inputs: tuple[torch.Tensor, ...], output: objec
     return total * steps_times_batch
 
 
-_COUNTERS = {nn.Conv2d: _conv_flops, nn.Linear: _linear_flops, nn.LSTM: _lstm_flops}
+def _self_attention_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> int:
+    """The two attention products of :class:`~monai_lstmagan.networks.fa_gan.SelfAttention` (its 1x1 convs are
+    counted as convs): ``query @ key`` ``[HW, C'] x [C', hw]`` and ``value @ attention^T`` ``[C, hw] x [hw, HW]``."""
+    x = inputs[0]
+    positions = x.shape[-2] * x.shape[-1]
+    pooled = math.ceil(x.shape[-2] / module.pool) * math.ceil(x.shape[-1] / module.pool)
+    return 2 * x.shape[0] * positions * pooled * (module.query.out_channels + module.value.out_channels)
+
+
+_COUNTERS = {nn.Conv2d: _conv_flops, nn.Linear: _linear_flops, nn.LSTM: _lstm_flops, SelfAttention: _self_attention_flops}
+
+COMPARISON_CONFIGS: tuple[tuple[str, dict], ...] = (
+    ("FRDAGAN paper-sized (16 RDBs x 3 dense blocks, 64 ch, growth 32)", {"architecture": "frdagan"}),
+    ("FRDAGAN small CPU (4 RDBs x 2, 32 ch, growth 16)",
+     {"architecture": "frdagan", "num_blocks": 4, "channels": 32, "dense_blocks": 2, "growth": 16}),
+    ("FRDAGAN compared (frdagan.yaml: 1 RDB x 2, 16 ch, growth 8)",
+     {"architecture": "frdagan", "num_blocks": 1, "channels": 16, "dense_blocks": 2, "growth": 8}),
+    ("FA-GAN paper-sized (16 LFFBs, 64 ch)", {"architecture": "fa_gan"}),
+    ("FA-GAN small CPU (3 LFFBs, 16 ch)", {"architecture": "fa_gan", "num_blocks": 3, "channels": 16}),
+    ("FA-GAN compared (fa_gan.yaml: 1 LFFB, 8 ch)", {"architecture": "fa_gan", "num_blocks": 1, "channels": 8}),
+    ("MedSRGAN paper-sized (8 groups x 16 RWMABs, 64 ch)", {"architecture": "medsrgan"}),
+    ("MedSRGAN small CPU (2 groups x 4, 32 ch)",
+     {"architecture": "medsrgan", "num_groups": 2, "blocks_per_group": 4, "channels": 32}),
+    ("MedSRGAN compared (medsrgan.yaml: 1 group x 3, 16 ch)",
+     {"architecture": "medsrgan", "num_groups": 1, "blocks_per_group": 3, "channels": 16}),
+)  # fmt: skip
+"""``(label, build_generator kwargs)`` of the comparison generators: the papers' default sizes, a small CPU preset
+(about the LSTMAGAN small CPU configuration's cost) and the sizes of the README's comparison runs (about the demo
+generator's cost)."""
 
 
 @torch.no_grad()
@@ -49,7 +82,8 @@ def count_flops(module: nn.Module, input_shape: Sequence[int]) -> int:
 
     Counted: the weight products of ``nn.Conv2d`` (``2 * out.numel() * k_h * k_w * C_in / groups``),
     ``nn.Linear`` (``2 * out.numel() * in_features``) and ``nn.LSTM`` (the 4 gate mat-vecs,
-    ``2 * 4 * hidden * (input + hidden)`` per step, layer and direction). Not counted: biases,
+    ``2 * 4 * hidden * (input + hidden)`` per step, layer and direction), and the two matrix products of FA-GAN's
+    self-attention (:func:`_self_attention_flops`). Not counted: biases,
     activations, normalisation, pooling, pixel shuffle, concatenation and the element-wise products of
     the attention gates and LSTM cells (element-wise work, well below 1% of the generator's conv FLOPs).
     The forward runs on the module's device, in eval mode (restored afterwards).
@@ -87,12 +121,15 @@ def generator_complexity_table(
     """Markdown table of parameters and GFLOPs per ``input_size``² LR slice and per output megapixel.
 
     Args:
-        configs: ``(label, generator kwargs)`` pairs; default: the default (paper-sized) generator, the small
-            CPU configuration, the shipped models' (``bundle/configs/pretrain.yaml``) and the demo's (``train.yaml``).
+        configs: ``(label, generator kwargs)`` pairs (kwargs of
+            :func:`~monai_lstmagan.networks.build_generator`, ``architecture`` defaults to LSTMAGAN); default: the
+            default (paper-sized) LSTMAGAN generator, the small CPU configuration, the shipped models'
+            (``bundle/configs/pretrain.yaml``) and the demo's (``train.yaml``); :data:`COMPARISON_CONFIGS` for the
+            comparison generators.
         scales: upsampling factors.
         input_size: side of the square LR input slice.
     """
-    from monai_lstmagan.networks.generator import LSTMAGANGenerator
+    from monai_lstmagan.networks import build_generator
 
     if configs is None:
         configs = [
@@ -108,7 +145,7 @@ def generator_complexity_table(
     ]
     for label, kwargs in configs:
         for scale in scales:
-            generator = LSTMAGANGenerator(scale=scale, **kwargs)
+            generator = build_generator(scale=scale, **kwargs)
             flops = count_flops(generator, (1, 1, input_size, input_size))
             out = input_size * scale
             lines.append(
@@ -119,11 +156,13 @@ def generator_complexity_table(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Parameters and FLOPs of the LSTMAGAN generator.")
+    parser = argparse.ArgumentParser(description="Parameters and FLOPs of the LSTMAGAN and comparison generators.")
     parser.add_argument("--input-size", type=int, default=128, help="side of the square LR input slice")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="upsampling factors")
     args = parser.parse_args(argv)
     print(generator_complexity_table(scales=args.scales, input_size=args.input_size))
+    print()
+    print(generator_complexity_table(COMPARISON_CONFIGS, scales=args.scales, input_size=args.input_size))
 
 
 if __name__ == "__main__":

@@ -142,6 +142,14 @@ class ConvDiscriminator(nn.Module):
     and LeakyReLU(0.2); global average pooling (any slice size), Linear(``fc_features``), LeakyReLU,
     Linear(1).
 
+    With ``spectral_norm=True`` every conv and linear weight is divided by its largest singular value
+    (``torch.nn.utils.parametrizations.spectral_norm``, one power iteration per training forward, Miyato et al. 2018),
+    so each layer is 1-Lipschitz: FA-GAN's discriminator. The normalised weight is what ``module.weight`` returns;
+    the raw one is ``module.parametrizations.weight.original``.
+
+    :meth:`features` returns the activations at the end of every stride-2 stage (what MedSRGAN's adversarial feature
+    loss, :class:`~monai_lstmagan.losses.DiscriminatorFeatureLoss`, compares between SR and HR).
+
     Args:
         channels: conv widths per stride-2 stage (SRGAN: 64, 128, 256, 512).
         fc_features: width of the hidden linear layer (SRGAN: 1024).
@@ -150,9 +158,11 @@ class ConvDiscriminator(nn.Module):
             assumes each sample's score depends on that sample only); :class:`~monai_lstmagan.losses.WGANGPObjective`
             refuses it.
         sigmoid: return ``sigmoid(score)`` instead of the raw score (see :class:`LSTMDiscriminator`).
+        spectral_norm: spectrally normalise every conv and linear layer (needs ``norm="none"``: a normalisation
+            layer after a conv would undo the bound).
 
     Shapes:
-        ``[B, T, 1, H, W] -> [B]``.
+        ``[B, T, 1, H, W] -> [B]``; :meth:`features`: a list of ``[B*T, channels[i], H / 2^(i+1), W / 2^(i+1)]``.
     """
 
     def __init__(
@@ -161,20 +171,26 @@ class ConvDiscriminator(nn.Module):
         fc_features: int = 1024,
         norm: str = "none",
         sigmoid: bool = False,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         if len(channels) < 1:
             raise ValueError("ConvDiscriminator: channels must not be empty.")
         if norm not in NORMS:
             raise ValueError(f"ConvDiscriminator: norm must be one of {NORMS}, got {norm!r}.")
+        if spectral_norm and norm != "none":
+            raise ValueError(f"ConvDiscriminator: spectral_norm needs norm='none', got {norm!r}.")
         self.sigmoid = sigmoid
         layers: list[nn.Module] = [nn.Conv2d(1, channels[0], 3, padding=1), nn.LeakyReLU(0.2)]
+        stage_ends: list[int] = []
         previous = channels[0]
         for index, width in enumerate(channels):
             if index > 0:
                 layers += [nn.Conv2d(previous, width, 3, padding=1), _norm(norm, width), nn.LeakyReLU(0.2)]
             layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), _norm(norm, width), nn.LeakyReLU(0.2)]
+            stage_ends.append(len(layers) - 1)
             previous = width
+        self.stage_ends: list[int] = stage_ends  # index in ``net`` of the last module of every stride-2 stage
         layers += [
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
@@ -184,6 +200,25 @@ class ConvDiscriminator(nn.Module):
         ]
         self.net = nn.Sequential(*layers)
         _init_leaky_convs(self.net)
+        if spectral_norm:
+            for module in self.net:
+                if isinstance(module, (nn.Conv2d, nn.Linear)):
+                    nn.utils.parametrizations.spectral_norm(module)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The activations at the end of every stride-2 stage, slices folded: ``[B, T, 1, H, W]`` -> a list of
+        ``[B*T, channels[i], H_i, W_i]``."""
+        _check_sequence(x, "ConvDiscriminator")
+        out = x.flatten(0, 1)
+        features: list[torch.Tensor] = []
+        last = self.stage_ends[-1]
+        for index, module in enumerate(self.net):
+            out = module(out)
+            if index in self.stage_ends:
+                features.append(out)
+            if index == last:
+                break
+        return features
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_sequence(x, "ConvDiscriminator")
