@@ -89,7 +89,8 @@ def save_generator(
     Args:
         path: destination file, e.g. ``output_dir/model.pt``.
         generator: the generator (wrappers such as DDP are removed); its weights are copied to CPU.
-        generator_kwargs: the ``LSTMAGANGenerator`` constructor kwargs, must include ``scale``.
+        generator_kwargs: the generator's constructor kwargs, must include ``scale``; ``architecture`` names a
+            generator other than LSTMAGAN (:func:`monai_lstmagan.networks.build_generator`).
         extra: further entries stored at the top level (e.g. ``{"epoch": 3, "psnr": 31.2}``);
             they cannot replace the reserved keys ``generator``, ``format``.
 
@@ -140,7 +141,11 @@ def _checkpoint_parts(ckpt: Any, path: str) -> tuple[Mapping, dict]:
 def load_generator(
     path: str | os.PathLike, expected_scale: int | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
-    """Rebuild an ``LSTMAGANGenerator`` from a ``model.pt`` written by :func:`save_generator`.
+    """Rebuild the generator of a ``model.pt`` written by :func:`save_generator`.
+
+    The architecture is ``info["generator"]["architecture"]`` (:data:`monai_lstmagan.networks.GENERATORS`:
+    LSTMAGAN, FRDAGAN, FA-GAN, MedSRGAN), ``"lstmagan"`` when the kwargs have no such entry (every checkpoint
+    written before the comparison models), built by :func:`monai_lstmagan.networks.build_generator`.
 
     Args:
         path: the checkpoint file.
@@ -158,7 +163,7 @@ def load_generator(
         ValueError: the file is unreadable, is not a generator checkpoint, has another scale, or its
             weights do not fit the recorded architecture. Every message names the file.
     """
-    from monai_lstmagan.networks import LSTMAGANGenerator  # late import: networks are optional for saving
+    from monai_lstmagan.networks import build_generator  # late import: networks are optional for saving
 
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -176,8 +181,8 @@ def load_generator(
             "was requested: use a checkpoint of that scale or change the scale."
         )
     try:
-        generator = LSTMAGANGenerator(**kwargs)
-    except TypeError as e:
+        generator = build_generator(**kwargs)
+    except (TypeError, ValueError) as e:
         raise ValueError(f"generator checkpoint '{path}' records unknown generator arguments {kwargs}: {e}") from e
     try:
         generator.load_state_dict(state_dict, strict=True)

@@ -69,7 +69,7 @@ def loss_values(output: Any) -> dict[str, float]:
     if isinstance(output, list):  # decollated output: every item holds the same scalars
         output = output[0]
     values = {}
-    for key in (*G_LOSS_KEYS, *D_LOSS_KEYS, LossKeys.ADVERSARIAL_SCALE):
+    for key in (*G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, *D_LOSS_KEYS, LossKeys.ADVERSARIAL_SCALE):
         if key in output and output[key] is not None:
             value = output[key]
             values[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
@@ -124,6 +124,9 @@ class AdversarialTrainer(SupervisedTrainer):
             ``loss_function``; default ``HybridLoss(perceptual=None)`` (pixel MSE, weight 1). Unused without D.
         adversarial_ramp_iterations: after the warm-up the adversarial term is multiplied by a factor that
             grows linearly from ``1 / ramp`` to 1 over this many iterations (0: full weight at once).
+        feature_loss_function: a critic-feature loss called as ``(D, sr, hr)`` with D's weights frozen
+            (:class:`~monai_lstmagan.losses.DiscriminatorFeatureLoss`, MedSRGAN); in the adversarial phase its value,
+            times the same ramp factor, goes to ``loss_function`` as ``adversarial_feature=``. ``None``: no such term.
         epoch_length: iterations per epoch, default ``len(train_data_loader)``.
         amp: mixed precision on CUDA (ignored with a warning on other devices).
         amp_dtype: "float16" (two GradScalers, one per optimizer) or "bfloat16" (no scaling).
@@ -151,6 +154,7 @@ class AdversarialTrainer(SupervisedTrainer):
         warmup_iterations: int = 0,
         warmup_loss_function: Callable[..., dict[str, torch.Tensor]] | None = None,
         adversarial_ramp_iterations: int = 0,
+        feature_loss_function: Callable[..., torch.Tensor] | None = None,
         epoch_length: int | None = None,
         non_blocking: bool = False,
         prepare_batch: Callable = prepare_sr_batch,
@@ -173,6 +177,8 @@ class AdversarialTrainer(SupervisedTrainer):
             raise ValueError(f"amp_dtype must be 'float16' or 'bfloat16', got {amp_dtype!r}.")
         if (d_network is None) != (d_optimizer is None) or (d_network is None) != (objective is None):
             raise ValueError("d_network, d_optimizer and objective must be given together (or all None: MSE-only).")
+        if feature_loss_function is not None and d_network is None:
+            raise ValueError("feature_loss_function needs a d_network (it compares the critic's features).")
         device = torch.device(device)
         if amp and device.type != "cuda":
             warnings.warn(f"AMP is only used on CUDA; training on '{device}' runs in float32.", stacklevel=2)
@@ -207,6 +213,7 @@ class AdversarialTrainer(SupervisedTrainer):
         self.warmup_iterations = warmup_iterations
         self.warmup_loss_function = HybridLoss(perceptual=None) if warmup_loss_function is None else warmup_loss_function
         self.adversarial_ramp_iterations = adversarial_ramp_iterations
+        self.feature_loss_function = feature_loss_function
         scaling = amp and amp_dtype == "float16"
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=scaling)
@@ -258,8 +265,9 @@ class AdversarialTrainer(SupervisedTrainer):
     def _generator_losses(self, sr: torch.Tensor, hr: torch.Tensor, adversarial_scale: float) -> dict:
         """The G loss of this iteration's phase, ``sr`` (with gradient) and ``hr`` ``[B, T, 1, H, W]``.
 
-        Adversarial phase: ``loss_function(sr, hr, scale * objective.generator_loss(D, sr))``, D used through its
-        plain module with frozen weights (no D gradients, no DDP reduction). Warm-up (a D exists, scale 0):
+        Adversarial phase: ``loss_function(sr, hr, scale * objective.generator_loss(D, sr))`` (with a
+        ``feature_loss_function`` also ``adversarial_feature=scale * feature_loss_function(D, sr, hr)``), D used
+        through its plain module with frozen weights (no D gradients, no DDP reduction). Warm-up (a D exists, scale 0):
         ``warmup_loss_function(sr, hr)``. Without D (MSE-only baseline): ``loss_function(sr, hr)`` throughout.
         """
         if adversarial_scale > 0:
@@ -267,6 +275,11 @@ class AdversarialTrainer(SupervisedTrainer):
             discriminator.requires_grad_(False)
             try:
                 g_adversarial = self.objective.generator_loss(discriminator, sr)
+                if self.feature_loss_function is not None:
+                    feature = self.feature_loss_function(discriminator, sr, hr)
+                    return self.loss_function(
+                        sr, hr, g_adversarial * adversarial_scale, adversarial_feature=feature * adversarial_scale
+                    )
             finally:
                 discriminator.requires_grad_(True)
             return self.loss_function(sr, hr, g_adversarial * adversarial_scale)
@@ -286,6 +299,8 @@ class AdversarialTrainer(SupervisedTrainer):
             losses = engine._generator_losses(sr.float(), hr, scale)
         for key in G_LOSS_KEYS:
             engine.state.output[key] = losses[key].detach().float()
+        if LossKeys.ADVERSARIAL_FEATURE in losses:
+            engine.state.output[LossKeys.ADVERSARIAL_FEATURE] = losses[LossKeys.ADVERSARIAL_FEATURE].detach().float()
         engine.state.output[LossKeys.ADVERSARIAL_SCALE] = scale
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         engine.g_scaler.scale(losses[LossKeys.LOSS]).backward()

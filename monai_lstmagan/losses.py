@@ -26,6 +26,7 @@ __all__ = [
     "WGANGPObjective",
     "gradient_penalty",
     "HybridLoss",
+    "DiscriminatorFeatureLoss",
     "make_objective",
     "log_perceptual_setting",
     "OBJECTIVES",
@@ -43,6 +44,7 @@ class LossKeys(StrEnum):
     MSE = "mse"  # pixel MSE, the content term
     PERCEPTUAL = "perceptual"  # VGG feature MSE (0 when the term is off)
     ADVERSARIAL = "adversarial"  # the objective's generator loss (unweighted, before the ramp)
+    ADVERSARIAL_FEATURE = "adversarial_feature"  # critic-feature L1 of SR vs HR (MedSRGAN; only when configured)
     ADVERSARIAL_SCALE = "adversarial_scale"  # 0 in warm-up, then the ramp factor up to 1
     D_LOSS = "d_loss"  # the critic's loss of its last step in the iteration
     GRADIENT_PENALTY = "gradient_penalty"
@@ -291,17 +293,23 @@ def log_perceptual_setting(vgg_weights: str | None, perceptual_weight: float) ->
 
 
 class HybridLoss(nn.Module):
-    """Generator loss ``content_weight * MSE + perceptual_weight * perceptual + adversarial_weight * adversarial``.
+    """Generator loss ``content_weight * MSE + perceptual_weight * perceptual + adversarial_weight * adversarial``
+    ``+ adversarial_feature_weight * adversarial_feature``.
 
     Args:
         perceptual: a :class:`PerceptualLoss`, or ``None`` to leave the perceptual term out (reported as 0).
         content_weight: weight of the pixel MSE (content loss).
         perceptual_weight: weight of the perceptual loss (SRGAN: 6e-3).
         adversarial_weight: weight of the adversarial loss (SRGAN: 1e-3).
+        adversarial_feature_weight: weight of the critic-feature loss (:class:`DiscriminatorFeatureLoss`, MedSRGAN's
+            adversarial feature loss); it only counts when the trainer computes the term (its
+            ``feature_loss_function``).
 
-    ``forward(sr, hr, adversarial=None)``: ``sr, hr`` ``[N, 1, H, W]`` or ``[B, T, 1, H, W]``; ``adversarial``
-    is the objective's ``generator_loss`` (``None`` -> 0, e.g. MSE pretraining). Returns a dict of scalars
-    ``"loss"`` (weighted sum), ``"mse"``, ``"perceptual"``, ``"adversarial"`` (unweighted parts).
+    ``forward(sr, hr, adversarial=None, adversarial_feature=None)``: ``sr, hr`` ``[N, 1, H, W]`` or
+    ``[B, T, 1, H, W]``; ``adversarial`` is the objective's ``generator_loss`` and ``adversarial_feature`` the
+    critic-feature loss (``None`` -> 0, e.g. MSE pretraining). Returns a dict of scalars ``"loss"`` (weighted sum),
+    ``"mse"``, ``"perceptual"``, ``"adversarial"`` (unweighted parts), and ``"adversarial_feature"`` (unweighted)
+    when it was given.
     """
 
     def __init__(
@@ -310,15 +318,21 @@ class HybridLoss(nn.Module):
         content_weight: float = 1.0,
         perceptual_weight: float = 6e-3,
         adversarial_weight: float = 1e-3,
+        adversarial_feature_weight: float = 0.0,
     ) -> None:
         super().__init__()
         self.perceptual = perceptual
         self.content_weight = float(content_weight)
         self.perceptual_weight = float(perceptual_weight)
         self.adversarial_weight = float(adversarial_weight)
+        self.adversarial_feature_weight = float(adversarial_feature_weight)
 
     def forward(
-        self, sr: torch.Tensor, hr: torch.Tensor, adversarial: torch.Tensor | None = None
+        self,
+        sr: torch.Tensor,
+        hr: torch.Tensor,
+        adversarial: torch.Tensor | None = None,
+        adversarial_feature: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if sr.shape != hr.shape:
             raise ValueError(f"HybridLoss: sr {list(sr.shape)} and hr {list(hr.shape)} differ in shape.")
@@ -327,6 +341,34 @@ class HybridLoss(nn.Module):
         perceptual = self.perceptual(sr, hr) if self.perceptual is not None else zero
         adversarial = adversarial.float() if adversarial is not None else zero
         loss = self.content_weight * mse + self.perceptual_weight * perceptual + self.adversarial_weight * adversarial
-        return {
+        losses = {
             LossKeys.LOSS: loss, LossKeys.MSE: mse, LossKeys.PERCEPTUAL: perceptual, LossKeys.ADVERSARIAL: adversarial
         }  # fmt: skip
+        if adversarial_feature is not None:
+            adversarial_feature = adversarial_feature.float()
+            losses[LossKeys.LOSS] = loss + self.adversarial_feature_weight * adversarial_feature
+            losses[LossKeys.ADVERSARIAL_FEATURE] = adversarial_feature
+        return losses
+
+
+class DiscriminatorFeatureLoss:
+    """MedSRGAN's adversarial feature loss: L1 between the critic's intermediate features of SR and HR.
+
+    ``mean_l mean |phi_l(sr) - phi_l(hr)|`` over the feature maps ``phi_l`` that ``discriminator.features`` returns
+    (:meth:`~monai_lstmagan.networks.ConvDiscriminator.features`: the end of every stride-2 stage); the HR features
+    are computed without gradient, so the term pulls SR towards HR in the critic's feature space (pix2pixHD's
+    feature matching). The trainer calls it with the critic's weights frozen (its ``feature_loss_function``).
+
+    ``__call__(discriminator, sr, hr)``: ``sr`` (with gradient), ``hr`` ``[B, T, 1, H, W]`` -> scalar (float32).
+    """
+
+    def __call__(self, discriminator: nn.Module, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        if not hasattr(discriminator, "features"):
+            raise ValueError(
+                f"DiscriminatorFeatureLoss needs a critic with a features() method (ConvDiscriminator), "
+                f"got {type(discriminator).__name__}."
+            )
+        fake = discriminator.features(sr)
+        with torch.no_grad():
+            real = discriminator.features(hr)
+        return torch.stack([F.l1_loss(f.float(), r.float()) for f, r in zip(fake, real)]).mean()
