@@ -29,6 +29,7 @@ from monai_lstmagan.networks import (
     build_generator,
 )
 from monai_lstmagan.networks.complexity import COMPARISON_CONFIGS, count_flops, generator_complexity_table
+from monai_lstmagan.networks.complexity import main as complexity_main
 from monai_lstmagan.networks.fa_gan import SelfAttention
 from monai_lstmagan.networks.medsrgan import ResidualWholeMapAttentionBlock
 
@@ -128,6 +129,20 @@ def test_complexity_table_lists_the_comparison_models():
     assert table.count("| FRDAGAN") == 3 and "M |" in table
     for label, kwargs in COMPARISON_CONFIGS:
         assert kwargs["architecture"] in GENERATORS, label
+
+
+def test_timing_table_of_trained_checkpoints(tmp_path, capsys):
+    for architecture in sorted(TINY):
+        kwargs = {"architecture": architecture, "scale": 2, **TINY[architecture]}
+        save_generator(tmp_path / f"{architecture}.pt", tiny_generator(architecture, 2), kwargs)
+    complexity_main(
+        ["--input-size", "8", "--repeats", "2", "--checkpoints", *(f"{a}={tmp_path / a}.pt" for a in sorted(TINY))]
+    )
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and " x2 " in line]
+    assert [row.split(" | ")[1] for row in rows] == sorted(TINY)
+    assert all(float(row.split(" | ")[-1].rstrip(" |")) > 0 for row in rows)  # a measured time in ms
+    with pytest.raises(SystemExit):
+        complexity_main(["--checkpoints", str(tmp_path / "fa_gan.pt")])  # NAME= missing
 
 
 @pytest.mark.parametrize("architecture", sorted(TINY))

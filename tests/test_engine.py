@@ -67,7 +67,9 @@ def test_one_iteration_updates_generator_and_discriminator(objective):
     assert changed(g_before, trainer.network) and changed(d_before, trainer.d_network)
     values = loss_values(trainer.state.output)
     wgan_only = set() if isinstance(objective, WGANGPObjective) else {"d_accuracy_midpoint"}  # critic values only
-    assert set(LossKeys) - wgan_only <= set(values)
+    configured_only = {LossKeys.ADVERSARIAL_FEATURE}  # only with a feature_loss_function (MedSRGAN)
+    assert set(LossKeys) - wgan_only - configured_only <= set(values)
+    assert LossKeys.ADVERSARIAL_FEATURE not in values
     assert values["perceptual"] > 0 and values["d_loss"] != 0
     assert 0.0 <= values["d_accuracy"] <= 1.0 and values["adversarial_scale"] == 1.0
     if isinstance(objective, WGANGPObjective):

@@ -3,13 +3,17 @@
 ``python -m monai_lstmagan.networks.complexity`` prints a markdown table for the default generator at
 x2 and x4 (and the small CPU configuration), per 128x128 LR input slice, then the same table for the comparison
 generators (FRDAGAN, FA-GAN, MedSRGAN: the papers' default sizes, a small CPU preset and the sizes trained in the
-README's comparison, ``bundle/configs/<model>.yaml``).
+README's comparison, ``bundle/configs/<model>.yaml``). With ``--checkpoints NAME=model.pt ...`` it prints instead, for
+trained generators, parameters, GFLOPs and the measured CPU time of one forward pass per LR slice
+(:func:`checkpoint_timing_table`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import statistics
+import time
 from collections.abc import Sequence
 
 import torch
@@ -17,7 +21,14 @@ from torch import nn
 
 from monai_lstmagan.networks.fa_gan import SelfAttention
 
-__all__ = ["count_parameters", "count_flops", "generator_complexity_table", "COMPARISON_CONFIGS"]
+__all__ = [
+    "count_parameters",
+    "count_flops",
+    "generator_complexity_table",
+    "seconds_per_slice",
+    "checkpoint_timing_table",
+    "COMPARISON_CONFIGS",
+]
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -155,11 +166,79 @@ def generator_complexity_table(
     return "\n".join(lines)
 
 
+@torch.no_grad()
+def seconds_per_slice(generator: nn.Module, input_size: int = 128, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time [s] of ``generator`` on one ``[1, 1, input_size, input_size]`` LR slice, in eval mode.
+
+    ``warmup`` untimed passes first; the forward runs on the generator's device with the current torch thread
+    count (set ``OMP_NUM_THREADS`` / ``torch.set_num_threads`` for a fixed budget; CUDA is synchronised).
+    """
+    parameter = next(generator.parameters())
+    x = torch.rand(1, 1, input_size, input_size, device=parameter.device)
+    was_training = generator.training
+    generator.eval()
+    times = []
+    try:
+        for index in range(warmup + repeats):
+            if parameter.device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            generator(x)
+            if parameter.device.type == "cuda":
+                torch.cuda.synchronize()
+            if index >= warmup:
+                times.append(time.perf_counter() - start)
+    finally:
+        generator.train(was_training)
+    return statistics.median(times)
+
+
+def checkpoint_timing_table(checkpoints: Sequence[tuple[str, str]], input_size: int = 128, repeats: int = 20) -> str:
+    """Markdown table of trained generators: architecture, scale, parameters, GFLOPs and ms per LR slice.
+
+    Args:
+        checkpoints: ``(name, model.pt)`` pairs, loaded with :func:`monai_lstmagan.checkpoints.load_generator` on CPU.
+        input_size: side of the square LR slice.
+        repeats: timed forward passes per model (the median is reported).
+    """
+    from monai_lstmagan.checkpoints import load_generator
+
+    lines = [
+        f"| model | architecture | scale | parameters | GFLOPs per {input_size}x{input_size} LR slice | "
+        f"CPU ms per slice (median of {repeats}, {torch.get_num_threads()} thread(s)) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, path in checkpoints:
+        generator, info = load_generator(path)
+        kwargs = info["generator"]
+        flops = count_flops(generator, (1, 1, input_size, input_size))
+        seconds = seconds_per_slice(generator, input_size, repeats)
+        lines.append(
+            f"| {name} | {kwargs.get('architecture', 'lstmagan')} | x{kwargs['scale']} | "
+            f"{count_parameters(generator) / 1e6:.3f} M | {flops / 1e9:.2f} | {seconds * 1e3:.1f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Parameters and FLOPs of the LSTMAGAN and comparison generators.")
     parser.add_argument("--input-size", type=int, default=128, help="side of the square LR input slice")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4], help="upsampling factors")
+    parser.add_argument(
+        "--checkpoints", nargs="+", metavar="NAME=MODEL.pt", default=None,
+        help="instead of the tables of configurations: trained generators, with CPU time per LR slice",
+    )  # fmt: skip
+    parser.add_argument("--repeats", type=int, default=20, help="timed forward passes per checkpoint")
     args = parser.parse_args(argv)
+    if args.checkpoints:
+        pairs = []
+        for item in args.checkpoints:
+            name, sep, path = item.partition("=")
+            if not sep or not name or not path:
+                parser.error(f"--checkpoints entries are NAME=MODEL.pt, got {item!r}")
+            pairs.append((name, path))
+        print(checkpoint_timing_table(pairs, input_size=args.input_size, repeats=args.repeats))
+        return
     print(generator_complexity_table(scales=args.scales, input_size=args.input_size))
     print()
     print(generator_complexity_table(COMPARISON_CONFIGS, scales=args.scales, input_size=args.input_size))
