@@ -40,12 +40,16 @@ class LSTMAGANGenerator(nn.Module):
     ESRGAN-era practice; measured: the from-scratch form stays far below bicubic on a CPU budget).
     ``residual="none"`` is the paper-literal SRResNet output (ablation).
 
+    ``scale=1`` is the same-size refiner of through-plane SR (:mod:`monai_lstmagan.through_plane`): its input is
+    already interpolated along the slice axis, the residual is on top of that input, and there are no
+    pixel-shuffle stages (any real factor, one network).
+
     Works on any input size ``h x w`` (the output is ``h*scale x w*scale``). A slice sequence
     ``[B, T, 1, h, w]`` is folded into the batch, so the slices are super-resolved independently; the
     3D context is only seen by the LSTM discriminator.
 
     Args:
-        scale: upsampling factor, one of 2, 4, 8.
+        scale: upsampling factor, one of 2, 4, 8; 1 for the through-plane refiner.
         num_blocks: number of ADC blocks.
         channels: feature maps of the body.
         dense_layers: conv + ReLU layers in each dense block.
@@ -73,8 +77,8 @@ class LSTMAGANGenerator(nn.Module):
         norm: str = "none",
     ) -> None:
         super().__init__()
-        if scale not in SUPPORTED_SCALES:
-            raise ValueError(f"LSTMAGANGenerator: scale must be one of {SUPPORTED_SCALES}, got {scale}.")
+        if scale not in SUPPORTED_SCALES and scale != 1:
+            raise ValueError(f"LSTMAGANGenerator: scale must be one of {SUPPORTED_SCALES} (or 1: refiner), got {scale}.")
         if num_blocks < 1 or channels < 1:
             raise ValueError(f"LSTMAGANGenerator: num_blocks and channels must be >= 1, got {num_blocks}, {channels}.")
         if residual not in RESIDUALS:
@@ -104,7 +108,7 @@ class LSTMAGANGenerator(nn.Module):
         features = features + self.body_tail(self.body(features))
         out = self.tail(self.upsample(features))
         if self.bicubic_residual:
-            out = out + bicubic_upsample_slices(x, self.scale)
+            out = out + (x if self.scale == 1 else bicubic_upsample_slices(x, self.scale))
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
