@@ -57,6 +57,7 @@ __all__ = [
     "select_volumes",
     "summarize",
     "evaluate",
+    "write_results",
 ]
 
 METRICS_COLUMNS = ("volume", "method", "region", "psnr", "ssim")
@@ -325,21 +326,38 @@ def evaluate(
             for method, pred in outputs.items():
                 _save_nifti(pred[:, 0].permute(1, 2, 0).unsqueeze(0), hr_affine, os.path.join(folder, f"{name}_{method}.nii.gz"))
 
-    with atomic_write(os.path.join(output_dir, "metrics.csv"), "w", newline="", what="metrics") as f:
-        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in METRICS_COLUMNS})
-    summary = {
+    return write_results(output_dir, rows, {
         "num_volumes": len(items),
         "volumes": sorted(used_names),
         "scale": scale,
         "split": split,
         "checkpoint": os.path.abspath(ckpt_path),
         "extra_checkpoints": {k: os.path.abspath(v) for k, v in extra_checkpoints.items()},
-        "data_range": 1.0,
         "protocol": "per-volume PSNR/SSIM on normalised [0,1] intensities; foreground = body/head mask; "
         "SSIM 2D per axial slice, 11x11 Gaussian window (sigma 1.5); std = sample std over volumes",
+    })  # fmt: skip
+
+
+def write_results(output_dir: str, rows: Sequence[Mapping[str, Any]], description: Mapping[str, Any]) -> dict:
+    """Write ``metrics.csv`` (one row per volume, method, region) and ``summary.json`` atomically.
+
+    Args:
+        output_dir: the evaluation's output folder.
+        rows: ``{"volume", "method", "region", "psnr", "ssim"}`` per volume, method and region.
+        description: what was evaluated and how (volumes, checkpoint, protocol, ...), stored in the summary
+            with ``data_range``, ``created`` and ``metrics`` (:func:`summarize`).
+
+    Returns:
+        the summary written to ``summary.json``.
+    """
+    with atomic_write(os.path.join(output_dir, "metrics.csv"), "w", newline="", what="metrics") as f:
+        writer = csv.DictWriter(f, fieldnames=METRICS_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: (f"{row[k]:.6f}" if isinstance(row[k], float) else row[k]) for k in METRICS_COLUMNS})
+    summary = {
+        **description,
+        "data_range": 1.0,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "metrics": summarize(rows),
     }

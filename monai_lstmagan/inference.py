@@ -42,7 +42,8 @@ from tqdm import tqdm
 from monai_lstmagan.atomic import atomic_files
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.volumes import LPS_TO_RAS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Scan, read_scan, split_suffix
-from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path, through_plane_model_path
+from monai_lstmagan.slice_profile import PROFILES
 
 __all__ = [
     "super_resolve_volume",
@@ -255,24 +256,26 @@ def _input_files(scan_path: str) -> set[str]:
     return files
 
 
-def _restore_outside_window(sr: np.ndarray, lr: np.ndarray, scale: int, low: float, high: float) -> np.ndarray:
-    """Replace SR values by the bicubic upsampling of the input where the latter is outside ``[low, high]``.
-
-    Args:
-        sr: ``[X*s, Y*s, N]`` super-resolved slices in the input's units (inside ``[low, high]``).
-        lr: ``[X, Y, N]`` the same input slices in the input's units.
-        scale: in-plane factor ``s``.
-        low, high: the normalisation window in the input's units.
-
-    Returns:
-        ``[X*s, Y*s, N]`` float64: SR inside the window, bicubic outside it.
-    """
+def _bicubic_baseline(lr: np.ndarray, scale: int) -> np.ndarray:
+    """``[X, Y, N]`` slices in the input's units -> their bicubic upsampling ``[X*s, Y*s, N]`` (float32)."""
     from monai_lstmagan.transforms import bicubic_upsample
 
     slices = torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1), dtype=np.float32))[:, None]  # [N, 1, X, Y]
-    bicubic = bicubic_upsample(slices, scale)[:, 0].permute(1, 2, 0).numpy().astype(np.float64)
-    outside = (bicubic < low) | (bicubic > high)
-    return np.where(outside, bicubic, sr)
+    return bicubic_upsample(slices, scale)[:, 0].permute(1, 2, 0).numpy()
+
+
+def keep_baseline_outside_window(sr: np.ndarray, baseline: np.ndarray, low: float, high: float) -> np.ndarray:
+    """SR where the interpolation baseline lies inside the normalisation window ``[low, high]``, the baseline
+    outside it (bone, metal, the brightest MR voxels keep the value measured instead of the window edge).
+
+    Args:
+        sr: super-resolved voxels in the input's units (inside ``[low, high]``).
+        baseline: the interpolation of the input on the same grid (bicubic in-plane, cubic along the slice
+            axis), in the input's units, same shape.
+        low, high: the normalisation window in the input's units.
+    """
+    outside = (baseline < low) | (baseline > high)
+    return np.where(outside, baseline, sr)
 
 
 def super_resolve_file(
@@ -333,7 +336,8 @@ def super_resolve_file(
         if sr.shape[:2] != out_ras.shape[:2]:
             raise ValueError(f"the generator produced slices of {tuple(sr.shape[:2])} from {(x, y)}: not x{scale}.")
         values = low + sr.numpy().astype(np.float64) * (high - low)
-        out_ras[:, :, start:stop] = _to_dtype(_restore_outside_window(values, ras[:, :, start:stop], scale, low, high), memory_dtype)
+        baseline = _bicubic_baseline(ras[:, :, start:stop], scale)
+        out_ras[:, :, start:stop] = _to_dtype(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
     out_array = apply_orientation(out_ras, to_file_order)
     affine = upsampled_affine(scan.affine, in_plane, scale)
 
@@ -422,7 +426,9 @@ def run_inference(
         inputs = [dataset_dir]
     items = _collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
     device = _resolve_device(device)
-    generator, _ = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
+    generator, info = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
+    if info["generator"].get("scale") == 1:
+        raise ValueError(f"'{ckpt_path}' is a through-plane refiner: run it with `lstmagan-sr --through-plane`.")
     written = []
     for path, item_modality in tqdm(items, desc="volumes", unit="volume", disable=not progress or len(items) < 2):
         written.append(
@@ -440,7 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console command ``lstmagan-sr IN... -o OUT [--model MODEL | --scale 2|4]``."""
     parser = argparse.ArgumentParser(
         prog="lstmagan-sr",
-        description="Super-resolve 3D volumes (in-plane, slice by slice) with an LSTMAGAN generator, keeping "
+        description="Super-resolve 3D volumes (in-plane, slice by slice; or along the slice axis with --through-plane) with an LSTMAGAN generator, keeping "
         "the scanner geometry: OUT/<name>_sr<ext> in the input's format, units and voxel type.",
     )
     parser.add_argument("inputs", nargs="+", help="volume files (.nii, .nii.gz, .mhd, .mha, .nrrd) or folders")
@@ -463,8 +469,44 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--output-dtype", default=None, help="voxel type of the output (default: the input's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    through = parser.add_argument_group(
+        "through-plane SR", "refine the slice axis of thick-slice scans instead of the in-plane axes (SMORE-style)"
+    )
+    through.add_argument(
+        "--through-plane", action="store_true",
+        help="refine the slice axis (the axis with the largest spacing); default model: the shipped refiner, "
+        "fine-tuned on each scan first",
+    )  # fmt: skip
+    through.add_argument(
+        "--factor", type=float, default=None,
+        help="slices per input slice (default: slice spacing / in-plane spacing, i.e. isotropic voxels)",
+    )  # fmt: skip
+    through.add_argument(
+        "--slice-thickness", type=float, default=None, help="slice thickness in mm (default: the slice spacing)"
+    )
+    through.add_argument("--profile", default="gaussian", choices=PROFILES, help="slice profile (default gaussian)")
+    through.add_argument(
+        "--fine-tune-iterations", type=int, default=300,
+        help="self-supervised fine-tuning steps on each scan (default 300; 0: none)",
+    )  # fmt: skip
+    through.add_argument(
+        "--fine-tune-seconds", type=float, default=120.0, help="time bound of the fine-tuning per scan (default 120)"
+    )
     args = parser.parse_args(argv)
     try:
+        if args.through_plane:
+            if args.scale is not None or args.tile is not None:
+                raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
+            from monai_lstmagan.through_plane import run_through_plane
+
+            run_through_plane(
+                args.model if args.model else through_plane_model_path(), args.output_dir, args.inputs,
+                modality=args.modality, progress=not args.no_progress, factor=args.factor,
+                slice_thickness=args.slice_thickness, profile=args.profile,
+                fine_tune_iterations=args.fine_tune_iterations, fine_tune_seconds=args.fine_tune_seconds,
+                output_dtype=args.output_dtype, batch_size=args.batch_size or 4, device=args.device, amp=args.amp,
+            )  # fmt: skip
+            return 0
         model = args.model if args.model else pretrained_model_path(args.scale or 2)
         run_inference(
             model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,

@@ -258,6 +258,8 @@ def plot_comparison(
     title: str = "",
     inset: tuple[int, int, int, int] | None = None,
     extra: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    reference_name: str = "HR",
+    baseline_name: str = "bicubic",
 ) -> str:
     """Write a comparison panel of one slice: HR | bicubic | SR (| extra methods), zoom insets, difference maps.
 
@@ -275,23 +277,26 @@ def plot_comparison(
         title: figure title, e.g. the volume name and slice index.
         inset: ``(row, col, height, width)`` region to zoom; default: :func:`choose_inset` on HR.
         extra: further methods to show after SR, ``{name: [H, W]}`` (e.g. the MSE-only generator).
+        reference_name, baseline_name: the labels of ``hr`` and ``bicubic`` (through-plane SR: the thin-slice
+            truth and the cubic interpolation along the slice axis).
 
     Returns:
         ``out_path``.
     """
-    images: OrderedDict[str, np.ndarray] = OrderedDict(HR=_as_2d(hr, "hr"), bicubic=_as_2d(bicubic, "bicubic"))
+    images: OrderedDict[str, np.ndarray] = OrderedDict()
+    images[reference_name], images[baseline_name] = _as_2d(hr, "hr"), _as_2d(bicubic, "bicubic")
     images["SR"] = _as_2d(sr, "sr")
     for name, image in (extra or {}).items():
         images[name] = _as_2d(image, name)
-    shape = images["HR"].shape
+    shape = images[reference_name].shape
     for name, image in images.items():
         if image.shape != shape:
-            raise ValueError(f"plot_comparison: '{name}' has shape {image.shape}, HR has {shape}.")
-    r0, c0, rh, cw = inset if inset is not None else choose_inset(images["HR"])
+            raise ValueError(f"plot_comparison: '{name}' has shape {image.shape}, {reference_name} has {shape}.")
+    r0, c0, rh, cw = inset if inset is not None else choose_inset(images[reference_name])
     if not (0 <= r0 and 0 <= c0 and rh > 0 and cw > 0 and r0 + rh <= shape[0] and c0 + cw <= shape[1]):
         raise ValueError(f"plot_comparison: inset {(r0, c0, rh, cw)} is outside the image of shape {shape}.")
 
-    differences = {name: image - images["HR"] for name, image in images.items() if name != "HR"}
+    differences = {name: image - images[reference_name] for name, image in images.items() if name != reference_name}
     limit = max(float(np.percentile(np.abs(d), 99.5)) for d in differences.values()) or 1e-6
     ncols = len(images)
     fig, axes = plt.subplots(2, ncols, figsize=(3.3 * ncols, 6.9), squeeze=False)
@@ -310,14 +315,14 @@ def plot_comparison(
         ax.set_title(name)
         ax.axis("off")
         diff_ax = axes[1, col]
-        if name == "HR":
+        if name == reference_name:
             diff_ax.axis("off")
-            diff_ax.text(0.5, 0.5, "difference to HR\n(red: method > HR,\nblue: method < HR)", ha="center", va="center")
+            diff_ax.text(0.5, 0.5, f"difference to {reference_name}\n(red: method > {reference_name},\nblue: method < {reference_name})", ha="center", va="center")
             continue
         shown = diff_ax.imshow(
             differences[name].T, cmap="bwr", vmin=-limit, vmax=limit, origin="lower", interpolation="nearest"
         )
-        diff_ax.set_title(f"{name} - HR")
+        diff_ax.set_title(f"{name} - {reference_name}")
         diff_ax.axis("off")
     fig.colorbar(shown, ax=list(axes[1, 1:]), fraction=0.025, pad=0.02)
     if title:

@@ -1,0 +1,377 @@
+"""Through-plane super-resolution of thick-slice scans, self-supervised (SMORE, Zhao et al., IEEE TMI 2021).
+
+A scan with fine in-plane pixels and thick slices lacks resolution along its slice axis only. The
+method learns that axis from the scan's own in-plane images:
+
+1. **Training pairs** (:class:`~monai_lstmagan.transforms.RandThroughPlanePairsd`): in-plane patches are
+   measured along one in-plane axis with the slice profile of the scan (Gaussian of FWHM = slice thickness,
+   or a box for contiguous slices; :mod:`monai_lstmagan.slice_profile`) at the slice spacing, and
+   interpolated back (cubic); the target is the patch at the refined slice spacing.
+2. **The network** is the residual generator with ``scale=1``: a same-size refiner of the cubic
+   interpolation, whose tail starts at zero, so an untrained refiner *is* cubic interpolation. Chosen over a
+   one-axis pixel shuffle because slice-spacing ratios are rarely integers (5 mm / 0.7 mm = 7.1): one network
+   serves every real factor, and the shipped model is trained over a range of factors.
+3. **Per-scan fine-tuning** (:func:`fine_tune`, SMORE's per-scan mode): a few hundred steps on the input scan
+   itself, with its own spacing ratio, before it is refined (bounded in iterations and seconds).
+4. **Application** (:func:`super_resolve_slice_axis`): the volume is interpolated (cubic) along the slice
+   axis to the refined grid, and the refiner is run over every plane that contains the slice axis, in both
+   in-plane directions (the sagittal and coronal planes of an axial scan); the two results are averaged
+   (each plane sees the slice axis as rows, the layout of training).
+
+:func:`super_resolve_file_through_plane` writes the volume with the slice axis refined: ``round(N * factor)``
+slices over the same extent (spacing ``N * s / round(N * factor)``, the first slice centre moved so that the
+outer edges stay), direction and in-plane geometry untouched, in the input's format, units and voxel type,
+atomically. The slice axis is the file axis with the largest spacing, whatever the axis order on disk.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from monai_lstmagan.slice_profile import PROFILES, interpolate_axis
+
+__all__ = [
+    "THROUGH_PLANE_TASK",
+    "slice_axis_of",
+    "refined_slice_count",
+    "fine_tune",
+    "super_resolve_slice_axis",
+    "super_resolve_file_through_plane",
+    "load_refiner",
+    "run_through_plane",
+]
+
+THROUGH_PLANE_TASK = "through_plane"
+"""``task`` entry of a through-plane ``model.pt`` (its generator has ``scale`` 1)."""
+
+_ANISOTROPY = 1.05  # the slice axis must be this much coarser than the in-plane pixels to be found by itself
+
+
+def slice_axis_of(spacing: Sequence[float], path: str = "<volume>") -> int:
+    """The axis with the largest spacing (the slice axis of a thick-slice scan).
+
+    Raises:
+        ValueError: naming ``path`` when no axis is coarser than the others (give the factor and the
+            slice axis is then the last one of the largest spacing).
+    """
+    spacing = [float(s) for s in spacing]
+    axis = int(np.argmax(spacing))
+    others = [s for a, s in enumerate(spacing) if a != axis]
+    if spacing[axis] < _ANISOTROPY * max(others):
+        raise ValueError(
+            f"'{path}' has no thick slices to refine (voxel spacing {tuple(round(s, 4) for s in spacing)} mm): "
+            "give --factor to refine its last axis anyway."
+        )
+    return axis
+
+
+def refined_slice_count(num_slices: int, factor: float) -> int:
+    """Slices of the refined grid: ``round(num_slices * factor)`` (the real factor is that over ``num_slices``)."""
+    if not factor > 1.0:
+        raise ValueError(f"the through-plane factor must be > 1, got {factor}.")
+    return max(num_slices + 1, int(round(num_slices * factor)))
+
+
+def fine_tune(
+    generator: torch.nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    factor: float,
+    target_spacing: float | None = None,
+    thickness_ratio: float = 1.0,
+    profile: str = "gaussian",
+    iterations: int = 300,
+    time_limit: float | None = None,
+    batch_size: int = 8,
+    patch_size: int = 64,
+    learning_rate: float = 2e-4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Fine-tune a refiner in place on the scan's own in-plane slices (SMORE's per-scan self-supervision).
+
+    Args:
+        generator: the refiner (``LSTMAGANGenerator(scale=1)``), trained in place with Adam and the pixel MSE.
+        image: ``[1, X, Y, Z]`` MetaTensor in [0, 1] (Z = slice axis; its meta gives the in-plane spacing).
+        mask: ``[1, X, Y, Z]`` foreground mask (patches are centred on it with probability 0.9) or None.
+        factor: the SR factor along Z.
+        target_spacing: refined slice spacing [mm] (slice spacing / factor); None: the in-plane spacing.
+        thickness_ratio: slice thickness / slice spacing (1: contiguous slices).
+        profile: ``"gaussian"`` or ``"box"``.
+        iterations: optimiser steps (at most).
+        time_limit: stop after this many seconds even if ``iterations`` are not done; None: no limit.
+        batch_size, patch_size: patches per step and their size.
+        learning_rate: Adam's learning rate.
+        seed: seeds the patch sampling.
+        device: where to train.
+        progress: show a progress bar.
+
+    Returns:
+        ``{"iterations": done, "seconds": elapsed, "first_loss": ..., "last_loss": ...}`` (losses: mean MSE of the
+        first / last 10% of the steps).
+    """
+    from monai_lstmagan.transforms import RandThroughPlanePairsd
+
+    sampler = RandThroughPlanePairsd(
+        ("image", "mask"), factor=factor, thickness_ratio=thickness_ratio, profile=profile,
+        target_spacing=target_spacing, patch_size=patch_size, num_patches=batch_size,
+    ).set_random_state(seed)  # fmt: skip
+    generator.to(device).train()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=learning_rate, betas=(0.9, 0.99))
+    losses: list[float] = []
+    started = time.perf_counter()
+    for _ in tqdm(range(iterations), desc="fine-tuning on the scan", unit="step", disable=not progress, leave=False):
+        if time_limit is not None and time.perf_counter() - started > time_limit:
+            break
+        pair = sampler({"image": image, "mask": mask} if mask is not None else {"image": image})
+        network_input, target = pair["lr"].to(device), pair["hr"].to(device)
+        loss = torch.nn.functional.mse_loss(generator(network_input), target)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    generator.eval()
+    tenth = max(1, len(losses) // 10)
+    return {
+        "iterations": len(losses),
+        "seconds": time.perf_counter() - started,
+        "first_loss": float(np.mean(losses[:tenth])) if losses else math.nan,
+        "last_loss": float(np.mean(losses[-tenth:])) if losses else math.nan,
+    }
+
+
+def super_resolve_slice_axis(
+    generator: torch.nn.Module,
+    volume: torch.Tensor,
+    num_slices: int,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: bool = False,
+    planes: Sequence[int] = (0, 1),
+) -> torch.Tensor:
+    """Refine the slice axis (Z) of a normalised volume with a through-plane refiner.
+
+    The volume is interpolated (cubic) along Z to ``num_slices``; every plane of fixed X (rows Z, columns Y)
+    and of fixed Y (rows Z, columns X) goes through the refiner, ``batch_size`` planes at a time; the results of
+    the two directions are averaged.
+
+    Args:
+        generator: same-size refiner ``[N, 1, Z', W] -> [N, 1, Z', W]`` (``LSTMAGANGenerator(scale=1)``).
+        volume: ``[X, Y, Z]`` in [0, 1].
+        num_slices: ``Z'``, slices of the refined grid (same extent).
+        batch_size: planes per forward pass.
+        device: where the refiner runs.
+        amp: autocast (float16 on CUDA, bfloat16 on CPU).
+        progress: progress bars.
+        planes: the in-plane axes whose planes are refined (0: fixed X, 1: fixed Y); the mean of those is returned.
+
+    Returns:
+        ``[X, Y, Z']`` float32 on CPU in [0, 1].
+    """
+    if volume.dim() != 3:
+        raise ValueError(f"expected a volume [X, Y, Z], got shape {tuple(volume.shape)}.")
+    if not planes or any(p not in (0, 1) for p in planes):
+        raise ValueError(f"planes must be a non-empty subset of (0, 1), got {planes}.")
+    device = torch.device(device)
+    generator = generator.to(device).eval()
+    interpolated = interpolate_axis(volume.float().cpu(), -1, num_slices, "cubic").clamp(0.0, 1.0)  # [X, Y, Z']
+    out = torch.zeros_like(interpolated)
+    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    for fixed in planes:
+        stack = interpolated if fixed == 0 else interpolated.permute(1, 0, 2)  # [fixed, other, Z']
+        refined = out if fixed == 0 else out.permute(1, 0, 2)  # a view: writes land in out
+        starts = range(0, stack.shape[0], batch_size)
+        for start in tqdm(starts, desc=f"refining planes of fixed axis {fixed}", disable=not progress, leave=False):
+            batch = stack[start : start + batch_size].transpose(1, 2)[:, None].to(device)  # [n, 1, Z', other]
+            with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=amp):
+                result = generator(batch).float().clamp(0.0, 1.0)
+            refined[start : start + batch_size] += result[:, 0].transpose(1, 2).cpu()
+    return out / len(planes)
+
+
+def super_resolve_file_through_plane(
+    generator: torch.nn.Module,
+    input_path: str,
+    output_dir: str,
+    factor: float | None = None,
+    slice_thickness: float | None = None,
+    profile: str = "gaussian",
+    fine_tune_iterations: int = 300,
+    fine_tune_seconds: float | None = 120.0,
+    modality: str = "auto",
+    output_dtype: str | None = None,
+    batch_size: int = 4,
+    device: str | torch.device = "cpu",
+    amp: bool = False,
+    progress: bool = False,
+    seed: int = 0,
+) -> tuple[str, dict[str, Any]]:
+    """Refine the slice axis of one volume file and write ``output_dir/<name>_sr<ext>`` atomically.
+
+    Args:
+        generator: a through-plane refiner (``LSTMAGANGenerator(scale=1)``); a copy is fine-tuned, the
+            argument is left as it is.
+        input_path: a 3D volume (``.nii``/``.nii.gz``, ``.mhd``/``.mha``, ``.nrrd``) with thick slices along any
+            of its axes (the one with the largest spacing).
+        output_dir: existing, writable folder.
+        factor: slices per input slice; None: the slice spacing over the finest in-plane spacing (isotropic
+            output). The written grid has ``round(N * factor)`` slices.
+        slice_thickness: slice thickness [mm] (the profile's FWHM); None: the slice spacing (contiguous slices).
+        profile: ``"gaussian"`` or ``"box"``.
+        fine_tune_iterations: steps of per-scan self-supervised fine-tuning (0: apply the model as it is).
+        fine_tune_seconds: time bound of the fine-tuning (None: none).
+        modality: ``"ct"``, ``"mr"`` or ``"auto"`` (the intensity normalisation).
+        output_dtype: voxel type of the output; None keeps the input's.
+        batch_size: planes per forward pass.
+        device, amp, progress: as in :func:`super_resolve_slice_axis`.
+        seed: seeds the fine-tuning.
+
+    Returns:
+        ``(path written, info)``, info: ``slice_axis``, ``factor`` (real), ``spacing`` (new), ``fine_tune`` stats.
+    """
+    from monai.data import MetaTensor
+
+    from monai_lstmagan.atomic import atomic_files
+    from monai_lstmagan.inference import (
+        _input_files, _resolve_device, _to_dtype, _write_scan, keep_baseline_outside_window, output_path_for,
+        upsampled_affine,
+    )  # fmt: skip
+    from monai_lstmagan.transforms import ForegroundMaskd, IntensityNormalizationd
+    from monai_lstmagan.volumes import read_scan
+
+    if profile not in PROFILES:
+        raise ValueError(f"slice profile must be one of {PROFILES}, got {profile!r}.")
+    output_path = output_path_for(input_path, output_dir)
+    protected = _input_files(input_path)
+    if os.path.realpath(output_path) in protected:
+        raise ValueError(f"refusing to overwrite the input file '{input_path}': choose another output folder.")
+    scan = read_scan(input_path)
+    spacing = np.linalg.norm(scan.affine[:3, :3], axis=0)
+    if factor is None:
+        axis = slice_axis_of(spacing, input_path)
+    else:
+        try:
+            axis = slice_axis_of(spacing, input_path)
+        except ValueError:
+            axis = 2  # isotropic voxels with an explicit factor: refine the last axis
+    in_plane = [float(s) for a, s in enumerate(spacing) if a != axis]
+    slice_spacing = float(spacing[axis])
+    factor = slice_spacing / min(in_plane) if factor is None else float(factor)
+    array = np.moveaxis(np.asarray(scan.array, dtype=np.float32), axis, -1)  # [A, B, N], N = slice axis
+    num_slices = array.shape[-1]
+    if num_slices < 2:
+        raise ValueError(f"'{input_path}' has {num_slices} slice along its slice axis: nothing to interpolate.")
+    num_out = refined_slice_count(num_slices, factor)
+    real_factor = num_out / num_slices
+    thickness_ratio = 1.0 if slice_thickness is None else float(slice_thickness) / slice_spacing
+    if not thickness_ratio > 0:
+        raise ValueError(f"slice thickness must be > 0 mm, got {slice_thickness}.")
+
+    moved_affine = torch.as_tensor(np.diag([*in_plane, slice_spacing, 1.0]))
+    normaliser = IntensityNormalizationd(keys="image", default_modality=modality)
+    normalised = normaliser({"image": MetaTensor(torch.from_numpy(array)[None], affine=moved_affine), "modality": modality})
+    image = normalised["image"]
+    mask = ForegroundMaskd("image")({"image": image})["mask"]
+    low, high = float(image.meta["intensity_low"]), float(image.meta["intensity_high"])
+
+    device = _resolve_device(device)
+    model = copy.deepcopy(generator)
+    target_spacing = slice_spacing / real_factor
+    stats: dict[str, Any] = {"iterations": 0}
+    if fine_tune_iterations > 0:
+        stats = fine_tune(
+            model, image, mask, real_factor, target_spacing=target_spacing if target_spacing > min(in_plane) else None,
+            thickness_ratio=thickness_ratio, profile=profile, iterations=fine_tune_iterations,
+            time_limit=fine_tune_seconds, seed=seed, device=device, progress=progress,
+        )  # fmt: skip
+        logging.getLogger(__name__).info(f"{input_path}: fine-tuned {stats['iterations']} steps in {stats['seconds']:.0f} s.")
+    refined = super_resolve_slice_axis(model, image[0].as_tensor(), num_out, batch_size, device, amp, progress)
+    values = low + refined.numpy() * (high - low)
+    baseline = interpolate_axis(torch.from_numpy(array), -1, num_out, "cubic").numpy()
+    dtype = np.dtype(output_dtype) if output_dtype is not None else scan.dtype
+    memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
+    out = _to_dtype(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
+    out = np.moveaxis(out, -1, axis)
+    affine = upsampled_affine(scan.affine, [axis], real_factor)
+
+    name = os.path.basename(output_path)
+    with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
+        _write_scan(scan, out, affine, dtype, os.path.join(tmp_dir, name))
+    info = {
+        "slice_axis": axis,
+        "factor": real_factor,
+        "slices": num_out,
+        "spacing": float(np.linalg.norm(affine[:3, axis])),
+        "fine_tune": stats,
+    }
+    return output_path, info
+
+
+def load_refiner(ckpt_path: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
+    """The through-plane refiner of a ``model.pt``; a clear error naming the file for an in-plane model."""
+    from monai_lstmagan.checkpoints import load_generator
+
+    generator, info = load_generator(ckpt_path, map_location=map_location)
+    scale = info["generator"].get("scale")
+    if scale != 1:
+        raise ValueError(
+            f"'{ckpt_path}' is an in-plane x{scale} model; through-plane SR needs a through-plane refiner (scale 1, "
+            "trained with bundle/configs/train_through_plane.yaml), or no --model for the shipped one."
+        )
+    return generator
+
+
+def run_through_plane(
+    ckpt_path: str,
+    output_dir: str,
+    inputs: str | Sequence[str],
+    modality: str = "auto",
+    progress: bool = True,
+    **options: Any,
+) -> list[str]:
+    """Refine the slice axis of volume files and/or every volume of folders (the ``--through-plane`` command).
+
+    The output folder is checked before anything is loaded, the refiner is loaded once, and each volume is
+    fine-tuned on (a copy of it) and refined by :func:`super_resolve_file_through_plane`.
+
+    Args:
+        ckpt_path: through-plane ``model.pt`` (:func:`load_refiner`).
+        output_dir: where ``<name>_sr<ext>`` files are written (created if needed).
+        inputs: volume files or folders.
+        modality: ``"ct"``, ``"mr"`` or ``"auto"``.
+        progress: progress bars and one line per volume.
+        options: further arguments of :func:`super_resolve_file_through_plane` (factor, slice_thickness, profile,
+            fine_tune_iterations, fine_tune_seconds, output_dtype, batch_size, device, amp, seed).
+
+    Returns:
+        the paths written, in input order.
+    """
+    from monai_lstmagan.inference import _collect_inputs, check_output_dir
+
+    output_dir = check_output_dir(output_dir)
+    items = _collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
+    generator = load_refiner(ckpt_path)
+    written = []
+    for path, item_modality in items:
+        out, info = super_resolve_file_through_plane(
+            generator, path, output_dir, modality=item_modality, progress=progress, **options
+        )
+        written.append(out)
+        if progress:
+            tqdm.write(
+                f"{path} -> {out}: axis {info['slice_axis']} x{info['factor']:.3g} ({info['slices']} slices of "
+                f"{info['spacing']:.3g} mm), {info['fine_tune']['iterations']} fine-tuning steps"
+            )
+    return written
