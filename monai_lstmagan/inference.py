@@ -42,7 +42,7 @@ from tqdm import tqdm
 from monai_lstmagan.atomic import atomic_files
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.volumes import LPS_TO_RAS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Scan, read_scan, split_suffix
-from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path, through_plane_model_path
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.slice_profile import PROFILES
 
 __all__ = [
@@ -461,7 +461,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--modality", default="auto", choices=("auto", "ct", "mr"), help="intensity normalisation")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="slices per forward pass (default: 8 on CUDA, 1 on CPU)"
+        "--batch-size", type=int, default=None, help="slices (--through-plane: planes) per forward pass (default: 8 on CUDA, 1 on CPU)"
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument("--amp", action="store_true", help="mixed precision")
@@ -474,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     through.add_argument(
         "--through-plane", action="store_true",
-        help="refine the slice axis (the axis with the largest spacing); default model: the shipped refiner, "
-        "fine-tuned on each scan first",
+        help="refine the slice axis (the axis with the largest spacing); each scan first fine-tunes the refiner "
+        "(--model, default: an untrained one, i.e. cubic interpolation) on its own in-plane slices",
     )  # fmt: skip
     through.add_argument(
         "--factor", type=float, default=None,
@@ -486,8 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     through.add_argument("--profile", default="gaussian", choices=PROFILES, help="slice profile (default gaussian)")
     through.add_argument(
-        "--fine-tune-iterations", type=int, default=300,
-        help="self-supervised fine-tuning steps on each scan (default 300; 0: none)",
+        "--fine-tune-iterations", type=int, default=1000,
+        help="self-supervised fine-tuning steps on each scan (default 1000; 0: none)",
     )  # fmt: skip
     through.add_argument(
         "--fine-tune-seconds", type=float, default=120.0, help="time bound of the fine-tuning per scan (default 120)"
@@ -500,11 +500,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             from monai_lstmagan.through_plane import run_through_plane
 
             run_through_plane(
-                args.model if args.model else through_plane_model_path(), args.output_dir, args.inputs,
+                args.model, args.output_dir, args.inputs,
                 modality=args.modality, progress=not args.no_progress, factor=args.factor,
                 slice_thickness=args.slice_thickness, profile=args.profile,
                 fine_tune_iterations=args.fine_tune_iterations, fine_tune_seconds=args.fine_tune_seconds,
-                output_dtype=args.output_dtype, batch_size=args.batch_size or 4, device=args.device, amp=args.amp,
+                output_dtype=args.output_dtype, batch_size=args.batch_size, device=args.device, amp=args.amp,
             )  # fmt: skip
             return 0
         model = args.model if args.model else pretrained_model_path(args.scale or 2)

@@ -33,7 +33,9 @@ from monai_lstmagan.evaluation import REGIONS, _volume_name, select_volumes, vol
 from monai_lstmagan.inference import check_output_dir
 from monai_lstmagan.plots import plot_comparison
 from monai_lstmagan.slice_profile import INTERPOLATIONS, degrade_axis, interpolate_axis, thick_grid
-from monai_lstmagan.through_plane import fine_tune, load_refiner, super_resolve_slice_axis
+from monai_lstmagan.through_plane import (
+    DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tune, load_refiner, super_resolve_slice_axis,
+)  # fmt: skip
 
 __all__ = ["simulate_thick_slices", "evaluate_through_plane"]
 
@@ -60,7 +62,7 @@ def _physical_aspect(plane: torch.Tensor, row_spacing: float, column_spacing: fl
 
 
 def evaluate_through_plane(
-    ckpt_path: str,
+    ckpt_path: str | None,
     output_dir: str,
     dataset_dir: str | None = None,
     datalist_file: str | None = None,
@@ -68,10 +70,10 @@ def evaluate_through_plane(
     factor: float = 2.0,
     thickness_ratio: float = 1.0,
     profile: str = "gaussian",
-    fine_tune_iterations: int = 300,
-    fine_tune_seconds: float | None = 120.0,
+    fine_tune_iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
+    fine_tune_seconds: float | None = DEFAULT_FINE_TUNE_SECONDS,
     modality: str = "auto",
-    batch_size: int = 4,
+    batch_size: int | None = None,
     device: str | torch.device = "cpu",
     figures: bool = True,
     seed: int = 0,
@@ -80,7 +82,7 @@ def evaluate_through_plane(
     """Score a through-plane refiner on simulated thick slices against cubic and linear interpolation along Z.
 
     Args:
-        ckpt_path: through-plane ``model.pt`` (scale 1).
+        ckpt_path: through-plane ``model.pt`` (scale 1); None: the untrained default refiner (``model`` = cubic).
         output_dir: where ``metrics.csv``, ``summary.json`` and ``figures/`` are written (nothing else is).
         dataset_dir, datalist_file, split, modality: which volumes (:func:`monai_lstmagan.evaluation.select_volumes`).
         factor: thick / thin slice spacing simulated (> 1).
@@ -101,7 +103,7 @@ def evaluate_through_plane(
 
     output_dir = check_output_dir(output_dir)
     items = select_volumes(dataset_dir, datalist_file, split, modality)
-    refiner = load_refiner(ckpt_path)
+    refiner = load_refiner(ckpt_path) if ckpt_path else default_refiner(seed)
     device = torch.device(device)
     rows: list[dict[str, Any]] = []
     used_names: set[str] = set()
@@ -157,7 +159,7 @@ def evaluate_through_plane(
         "thickness_ratio": thickness_ratio,
         "profile": profile,
         "split": split,
-        "checkpoint": os.path.abspath(ckpt_path),
+        "checkpoint": os.path.abspath(ckpt_path) if ckpt_path else "untrained default refiner (cubic)",
         "fine_tune": fine_tuning,
         "protocol": "thick slices simulated along Z from the volume's slices with the slice profile; per-volume "
         "PSNR/SSIM on normalised [0,1] intensities against those slices; foreground = body/head mask; SSIM 2D "

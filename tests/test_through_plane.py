@@ -139,6 +139,9 @@ def test_command_refines_through_plane_and_refuses_the_wrong_kind_of_model(tmp_p
     code = lstmagan_sr([scan, "-o", str(tmp_path / "out"), "--through-plane", "--model", str(untrained_refiner),
                         "--fine-tune-iterations", "2", "--no-progress"])  # fmt: skip
     assert code == 0 and read_scan(str(tmp_path / "out" / "thick_sr.nii.gz")).array.shape == (16, 14, 20)
+    code = lstmagan_sr([scan, "-o", str(tmp_path / "default"), "--through-plane", "--factor", "3",
+                        "--fine-tune-iterations", "2", "--no-progress"])  # no --model: the default refiner  # fmt: skip
+    assert code == 0 and read_scan(str(tmp_path / "default" / "thick_sr.nii.gz")).array.shape == (16, 14, 15)
     in_plane_model = REPO / "bundle" / "models" / "model.pt"
     code = lstmagan_sr([scan, "-o", str(tmp_path / "out2"), "--through-plane", "--model", str(in_plane_model)])
     assert code == 1 and "in-plane x2 model" in capsys.readouterr().err
@@ -152,15 +155,16 @@ def test_command_refines_through_plane_and_refuses_the_wrong_kind_of_model(tmp_p
 
 # ------------------------------------------------------------------ quality
 @pytest.mark.slow
-def test_short_self_supervised_fine_tune_beats_cubic_along_z_on_a_sample_scan(tmp_path, untrained_refiner):
+def test_short_self_supervised_fine_tune_beats_cubic_along_z_on_a_sample_scan(tmp_path):
     """The CT sample scan's 5 mm slices are the truth; thick slices of 10 mm are simulated from them; the refiner
-    fine-tunes on the thick input alone (it never sees the truth) and must beat cubic interpolation along Z."""
+    fine-tunes on the thick input alone (it never sees the truth) and must beat cubic interpolation along Z.
+    Measured with these settings: +1.50 dB (25.06 vs 23.55 dB); the default 1000 steps: see the README."""
     from monai_lstmagan.through_plane_evaluation import evaluate_through_plane
 
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_CT, data)
     summary = evaluate_through_plane(
-        str(untrained_refiner), str(tmp_path / "eval"), dataset_dir=str(data), factor=2.0,
+        None, str(tmp_path / "eval"), dataset_dir=str(data), factor=2.0,
         fine_tune_iterations=150, fine_tune_seconds=None, figures=True, progress=False,
     )  # fmt: skip
     psnr = {m: summary["metrics"][m]["foreground"]["psnr"]["mean"] for m in ("cubic", "linear", "model", "sr")}

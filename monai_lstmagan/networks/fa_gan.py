@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from monai_lstmagan.networks.generator import RESIDUALS, SUPPORTED_SCALES, bicubic_upsample_slices
+from monai_lstmagan.networks.generator import SliceSRGenerator, pixel_shuffle_upsampler
 
 __all__ = [
     "LocalFusionFeatureBlock",
@@ -174,7 +174,7 @@ class GlobalFeatureFusionBlock(nn.Module):
         return weights[0] * r + weights[1] * y
 
 
-class FAGANGenerator(nn.Module):
+class FAGANGenerator(SliceSRGenerator):
     """FA-GAN generator on SRGAN's skeleton: LFFBs, a GFFB, global skip, pixel-shuffle upsampling.
 
     ``head`` (9x9 conv + PReLU) -> ``num_blocks`` :class:`LocalFusionFeatureBlock` ->
@@ -206,47 +206,20 @@ class FAGANGenerator(nn.Module):
         attention_pool: int = 2,
         residual: str = "bicubic",
     ) -> None:
-        super().__init__()
-        if scale not in SUPPORTED_SCALES:
-            raise ValueError(f"FAGANGenerator: scale must be one of {SUPPORTED_SCALES}, got {scale}.")
+        super().__init__("FAGANGenerator", scale, residual)
         if num_blocks < 1 or channels < 1:
             raise ValueError(f"FAGANGenerator: num_blocks and channels must be >= 1, got {num_blocks}, {channels}.")
-        if residual not in RESIDUALS:
-            raise ValueError(f"FAGANGenerator: residual must be one of {RESIDUALS}, got {residual!r}.")
-        self.scale = scale
-        self.bicubic_residual = residual == "bicubic"
         self.head = nn.Sequential(nn.Conv2d(1, channels, 9, padding=4), nn.PReLU(channels))
         self.body = nn.Sequential(
             *[LocalFusionFeatureBlock(channels, tuple(kernel_sizes)) for _ in range(num_blocks)],
             GlobalFeatureFusionBlock(channels, reduction, attention_pool),
             nn.Conv2d(channels, channels, 3, padding=1),
         )
-        upsampling: list[nn.Module] = []
-        for _ in range(scale.bit_length() - 1):
-            upsampling += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
-        self.upsample = nn.Sequential(*upsampling)
+        self.upsample = pixel_shuffle_upsampler(channels, scale)
         self.tail = nn.Conv2d(channels, 1, 9, padding=4)
-        if self.bicubic_residual:
-            nn.init.zeros_(self.tail.weight)
-            nn.init.zeros_(self.tail.bias)
+        self.zero_tail(self.tail)
 
     def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
         features = self.head(x)
-        out = self.tail(self.upsample(features + self.body(features)))
-        if self.bicubic_residual:
-            out = out + bicubic_upsample_slices(x, self.scale)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[1] == 1:
-            return self.super_resolve_slices(x)
-        if x.dim() == 5 and x.shape[2] == 1:
-            batch, steps = x.shape[0], x.shape[1]
-            out = self.super_resolve_slices(x.flatten(0, 1))
-            return out.reshape(batch, steps, 1, out.shape[-2], out.shape[-1])
-        raise ValueError(
-            "FAGANGenerator expects one-channel slices [N, 1, h, w] or sequences [B, T, 1, h, w], got shape "
-            + str(list(x.shape))
-            + "."
-        )
+        return self.add_residual(self.tail(self.upsample(features + self.body(features))), x)

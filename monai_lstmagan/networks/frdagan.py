@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
-from monai_lstmagan.networks.generator import GENERATOR_NORMS, RESIDUALS, SUPPORTED_SCALES, bicubic_upsample_slices
+from monai_lstmagan.networks.generator import SliceSRGenerator, pixel_shuffle_upsampler
 
 __all__ = ["ResidualDenseBlock", "FRDAGANGenerator"]
 
@@ -69,7 +69,7 @@ class ResidualDenseBlock(nn.Module):
         return x + self.beta * self.last(self.chain(x))
 
 
-class FRDAGANGenerator(nn.Module):
+class FRDAGANGenerator(SliceSRGenerator):
     """FRDAGAN generator: residual dense blocks, body conv, attention-gated global skip, pixel-shuffle upsampling.
 
     ``P = head(lr)`` (3x3 conv + PReLU) -> ``num_blocks`` :class:`ResidualDenseBlock` -> 3x3 conv (+ BatchNorm
@@ -105,17 +105,9 @@ class FRDAGANGenerator(nn.Module):
         residual: str = "bicubic",
         norm: str = "none",
     ) -> None:
-        super().__init__()
-        if scale not in SUPPORTED_SCALES:
-            raise ValueError(f"FRDAGANGenerator: scale must be one of {SUPPORTED_SCALES}, got {scale}.")
+        super().__init__("FRDAGANGenerator", scale, residual, norm)
         if num_blocks < 1 or channels < 1:
             raise ValueError(f"FRDAGANGenerator: num_blocks and channels must be >= 1, got {num_blocks}, {channels}.")
-        if residual not in RESIDUALS:
-            raise ValueError(f"FRDAGANGenerator: residual must be one of {RESIDUALS}, got {residual!r}.")
-        if norm not in GENERATOR_NORMS:
-            raise ValueError(f"FRDAGANGenerator: norm must be one of {GENERATOR_NORMS}, got {norm!r}.")
-        self.scale = scale
-        self.bicubic_residual = residual == "bicubic"
         self.head = nn.Sequential(nn.Conv2d(1, channels, 3, padding=1), nn.PReLU(channels))
         self.body = nn.Sequential(
             *[ResidualDenseBlock(channels, dense_blocks, dense_layers, growth, beta) for _ in range(num_blocks)]
@@ -123,33 +115,12 @@ class FRDAGANGenerator(nn.Module):
         body_norm: nn.Module = nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), body_norm)
         self.gate = AttentionGate(channels)
-        upsampling: list[nn.Module] = []
-        for _ in range(scale.bit_length() - 1):
-            upsampling += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
-        self.upsample = nn.Sequential(*upsampling)
+        self.upsample = pixel_shuffle_upsampler(channels, scale)
         self.tail = nn.Conv2d(channels, 1, 3, padding=1)
-        if self.bicubic_residual:
-            nn.init.zeros_(self.tail.weight)
-            nn.init.zeros_(self.tail.bias)
+        self.zero_tail(self.tail)
 
     def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
         p = self.head(x)
         g = self.body_tail(self.body(p))
-        out = self.tail(self.upsample(self.gate(p, g) + g))
-        if self.bicubic_residual:
-            out = out + bicubic_upsample_slices(x, self.scale)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[1] == 1:
-            return self.super_resolve_slices(x)
-        if x.dim() == 5 and x.shape[2] == 1:
-            batch, steps = x.shape[0], x.shape[1]
-            out = self.super_resolve_slices(x.flatten(0, 1))
-            return out.reshape(batch, steps, 1, out.shape[-2], out.shape[-1])
-        raise ValueError(
-            "FRDAGANGenerator expects one-channel slices [N, 1, h, w] or sequences [B, T, 1, h, w], got shape "
-            + str(list(x.shape))
-            + "."
-        )
+        return self.add_residual(self.tail(self.upsample(self.gate(p, g) + g)), x)

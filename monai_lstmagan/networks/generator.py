@@ -8,7 +8,15 @@ from torch import nn
 
 from monai_lstmagan.networks.blocks import ADCBlock
 
-__all__ = ["LSTMAGANGenerator", "SUPPORTED_SCALES", "RESIDUALS", "GENERATOR_NORMS", "bicubic_upsample_slices"]
+__all__ = [
+    "SliceSRGenerator",
+    "LSTMAGANGenerator",
+    "SUPPORTED_SCALES",
+    "RESIDUALS",
+    "GENERATOR_NORMS",
+    "bicubic_upsample_slices",
+    "pixel_shuffle_upsampler",
+]
 
 SUPPORTED_SCALES = (2, 4, 8)
 RESIDUALS = ("bicubic", "none")
@@ -27,7 +35,81 @@ def bicubic_upsample_slices(x: torch.Tensor, scale: int) -> torch.Tensor:
     return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
-class LSTMAGANGenerator(nn.Module):
+def pixel_shuffle_upsampler(channels: int, scale: int, in_channels: int | None = None) -> nn.Sequential:
+    """SRGAN's upsampling: ``log2(scale)`` stages of 3x3 conv to ``4 * channels``, PixelShuffle(2), PReLU.
+
+    ``[N, in_channels, h, w] -> [N, channels, h*scale, w*scale]`` (``in_channels`` feeds the first stage; default
+    ``channels``); empty (identity) for ``scale=1``.
+    """
+    stages: list[nn.Module] = []
+    previous = channels if in_channels is None else in_channels
+    for _ in range(scale.bit_length() - 1):
+        stages += [nn.Conv2d(previous, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
+        previous = channels
+    return nn.Sequential(*stages)
+
+
+class SliceSRGenerator(nn.Module):
+    """What every 2D super-resolution generator of the package shares (LSTMAGAN and the comparison models).
+
+    The checks of ``scale``, ``residual`` (and ``norm``), the global bicubic residual with its zero-initialised
+    tail (:meth:`zero_tail`, :meth:`add_residual`), and :meth:`forward`, which folds a slice sequence
+    ``[B, T, 1, h, w]`` into the batch, so the slices are super-resolved independently. A subclass builds its
+    layers and implements :meth:`super_resolve_slices` ``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``.
+
+    Args:
+        name: the class name used in error messages.
+        scale: 2, 4 or 8 (1 where ``refiner`` is allowed: the same-size refiner of through-plane SR).
+        residual: ``"bicubic"`` or ``"none"``.
+        norm: ``"none"``/``"batch"`` for generators that have the option, None for those that do not.
+        refiner: whether ``scale=1`` is allowed.
+    """
+
+    def __init__(self, name: str, scale: int, residual: str, norm: str | None = None, refiner: bool = False) -> None:
+        super().__init__()
+        if scale not in SUPPORTED_SCALES and not (refiner and scale == 1):
+            allowed = f"{SUPPORTED_SCALES} (or 1: refiner)" if refiner else f"{SUPPORTED_SCALES}"
+            raise ValueError(f"{name}: scale must be one of {allowed}, got {scale}.")
+        if residual not in RESIDUALS:
+            raise ValueError(f"{name}: residual must be one of {RESIDUALS}, got {residual!r}.")
+        if norm is not None and norm not in GENERATOR_NORMS:
+            raise ValueError(f"{name}: norm must be one of {GENERATOR_NORMS}, got {norm!r}.")
+        self.name = name
+        self.scale = scale
+        self.bicubic_residual = residual == "bicubic"
+
+    def zero_tail(self, tail: nn.Conv2d) -> None:
+        """Start the last conv at zero when the output is a bicubic residual: the untrained generator is bicubic."""
+        if self.bicubic_residual:
+            nn.init.zeros_(tail.weight)
+            nn.init.zeros_(tail.bias)
+
+    def add_residual(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``out`` plus the bicubic upsampling of the input ``x`` (the input itself at scale 1) if residual."""
+        if self.bicubic_residual:
+            return out + (x if self.scale == 1 else bicubic_upsample_slices(x, self.scale))
+        return out
+
+    def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and x.shape[1] == 1:
+            return self.super_resolve_slices(x)
+        if x.dim() == 5 and x.shape[2] == 1:
+            batch, steps = x.shape[0], x.shape[1]
+            out = self.super_resolve_slices(x.flatten(0, 1))
+            return out.reshape(batch, steps, 1, out.shape[-2], out.shape[-1])
+        raise ValueError(
+            self.name
+            + " expects one-channel slices [N, 1, h, w] or sequences [B, T, 1, h, w], got shape "
+            + str(list(x.shape))
+            + "."
+        )
+
+
+class LSTMAGANGenerator(SliceSRGenerator):
     """Single-channel 2D super-resolution generator (SRResNet skeleton, ADC blocks).
 
     ``head`` (9x9 conv + PReLU) -> ``num_blocks`` :class:`ADCBlock` -> 3x3 conv (+ BatchNorm if
@@ -76,50 +158,21 @@ class LSTMAGANGenerator(nn.Module):
         residual: str = "bicubic",
         norm: str = "none",
     ) -> None:
-        super().__init__()
-        if scale not in SUPPORTED_SCALES and scale != 1:
-            raise ValueError(f"LSTMAGANGenerator: scale must be one of {SUPPORTED_SCALES} (or 1: refiner), got {scale}.")
+        super().__init__("LSTMAGANGenerator", scale, residual, norm, refiner=True)
         if num_blocks < 1 or channels < 1:
             raise ValueError(f"LSTMAGANGenerator: num_blocks and channels must be >= 1, got {num_blocks}, {channels}.")
-        if residual not in RESIDUALS:
-            raise ValueError(f"LSTMAGANGenerator: residual must be one of {RESIDUALS}, got {residual!r}.")
-        if norm not in GENERATOR_NORMS:
-            raise ValueError(f"LSTMAGANGenerator: norm must be one of {GENERATOR_NORMS}, got {norm!r}.")
-        self.scale = scale
-        self.bicubic_residual = residual == "bicubic"
         self.head = nn.Sequential(nn.Conv2d(1, channels, 9, padding=4), nn.PReLU(channels))
         self.body = nn.Sequential(
             *[ADCBlock(channels, dense_layers, growth, beta, attention) for _ in range(num_blocks)]
         )
         body_norm: nn.Module = nn.BatchNorm2d(channels) if norm == "batch" else nn.Identity()
         self.body_tail = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), body_norm)
-        upsampling: list[nn.Module] = []
-        for _ in range(scale.bit_length() - 1):
-            upsampling += [nn.Conv2d(channels, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
-        self.upsample = nn.Sequential(*upsampling)
+        self.upsample = pixel_shuffle_upsampler(channels, scale)
         self.tail = nn.Conv2d(channels, 1, 9, padding=4)
-        if self.bicubic_residual:
-            nn.init.zeros_(self.tail.weight)
-            nn.init.zeros_(self.tail.bias)
+        self.zero_tail(self.tail)
 
     def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
         features = self.head(x)
         features = features + self.body_tail(self.body(features))
-        out = self.tail(self.upsample(features))
-        if self.bicubic_residual:
-            out = out + (x if self.scale == 1 else bicubic_upsample_slices(x, self.scale))
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[1] == 1:
-            return self.super_resolve_slices(x)
-        if x.dim() == 5 and x.shape[2] == 1:
-            batch, steps = x.shape[0], x.shape[1]
-            out = self.super_resolve_slices(x.flatten(0, 1))
-            return out.reshape(batch, steps, 1, out.shape[-2], out.shape[-1])
-        raise ValueError(
-            "LSTMAGANGenerator expects one-channel slices [N, 1, h, w] or sequences [B, T, 1, h, w], got shape "
-            + str(list(x.shape))
-            + "."
-        )
+        return self.add_residual(self.tail(self.upsample(features)), x)

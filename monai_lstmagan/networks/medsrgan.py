@@ -32,7 +32,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from monai_lstmagan.networks.generator import RESIDUALS, SUPPORTED_SCALES, bicubic_upsample_slices
+from monai_lstmagan.networks.generator import SliceSRGenerator, pixel_shuffle_upsampler
 
 __all__ = ["ResidualWholeMapAttentionBlock", "ResidualGroup", "MedSRGANGenerator"]
 
@@ -84,7 +84,7 @@ class ResidualGroup(nn.Module):
         return x + self.blocks(x)
 
 
-class MedSRGANGenerator(nn.Module):
+class MedSRGANGenerator(SliceSRGenerator):
     """MedSRGAN's RWMAN generator: residual groups of whole-map attention blocks, concatenated long skip.
 
     ``head`` (3x3 conv) -> ``num_groups`` :class:`ResidualGroup` -> 1x1 conv -> concatenation with the head
@@ -112,48 +112,19 @@ class MedSRGANGenerator(nn.Module):
         channels: int = 64,
         residual: str = "bicubic",
     ) -> None:
-        super().__init__()
-        if scale not in SUPPORTED_SCALES:
-            raise ValueError(f"MedSRGANGenerator: scale must be one of {SUPPORTED_SCALES}, got {scale}.")
+        super().__init__("MedSRGANGenerator", scale, residual)
         if num_groups < 1 or channels < 1:
             raise ValueError(f"MedSRGANGenerator: num_groups and channels must be >= 1, got {num_groups}, {channels}.")
-        if residual not in RESIDUALS:
-            raise ValueError(f"MedSRGANGenerator: residual must be one of {RESIDUALS}, got {residual!r}.")
-        self.scale = scale
-        self.bicubic_residual = residual == "bicubic"
         self.head = nn.Conv2d(1, channels, 3, padding=1)
         self.body = nn.Sequential(
             *[ResidualGroup(channels, blocks_per_group) for _ in range(num_groups)],
             nn.Conv2d(channels, channels, 1),
         )
-        upsampling: list[nn.Module] = []
-        previous = 2 * channels
-        for _ in range(scale.bit_length() - 1):
-            upsampling += [nn.Conv2d(previous, 4 * channels, 3, padding=1), nn.PixelShuffle(2), nn.PReLU(channels)]
-            previous = channels
-        self.upsample = nn.Sequential(*upsampling)
+        self.upsample = pixel_shuffle_upsampler(channels, scale, in_channels=2 * channels)
         self.tail = nn.Conv2d(channels, 1, 3, padding=1)
-        if self.bicubic_residual:
-            nn.init.zeros_(self.tail.weight)
-            nn.init.zeros_(self.tail.bias)
+        self.zero_tail(self.tail)
 
     def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
         features = self.head(x)
-        out = self.tail(self.upsample(torch.cat([self.body(features), features], dim=1)))
-        if self.bicubic_residual:
-            out = out + bicubic_upsample_slices(x, self.scale)
-        return out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.dim() == 4 and x.shape[1] == 1:
-            return self.super_resolve_slices(x)
-        if x.dim() == 5 and x.shape[2] == 1:
-            batch, steps = x.shape[0], x.shape[1]
-            out = self.super_resolve_slices(x.flatten(0, 1))
-            return out.reshape(batch, steps, 1, out.shape[-2], out.shape[-1])
-        raise ValueError(
-            "MedSRGANGenerator expects one-channel slices [N, 1, h, w] or sequences [B, T, 1, h, w], got shape "
-            + str(list(x.shape))
-            + "."
-        )
+        return self.add_residual(self.tail(self.upsample(torch.cat([self.body(features), features], dim=1))), x)

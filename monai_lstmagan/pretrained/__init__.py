@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import os
 
-__all__ = ["PRETRAINED_FILES", "THROUGH_PLANE_FILE", "pretrained_model_path", "through_plane_model_path"]
+__all__ = ["PRETRAINED_FILES", "pretrained_model_path"]
 
 PRETRAINED_FILES = {2: "lstmagan_x2.pt", 4: "lstmagan_x4.pt"}
 """Shipped generator checkpoint per scale (files in this folder)."""
-THROUGH_PLANE_FILE = "lstmagan_through_plane.pt"
-"""Shipped through-plane refiner (``scale`` 1, ``bundle/configs/train_through_plane.yaml``)."""
 
 
 def _shipped_file(name: str, what: str) -> str:
@@ -39,7 +37,3 @@ def pretrained_model_path(scale: int = 2) -> str:
         )
     return _shipped_file(PRETRAINED_FILES[scale], f"x{scale}")
 
-
-def through_plane_model_path() -> str:
-    """Path of the shipped through-plane refiner; FileNotFoundError when it is missing from this installation."""
-    return _shipped_file(THROUGH_PLANE_FILE, "through-plane")
