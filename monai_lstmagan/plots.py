@@ -30,12 +30,13 @@ from monai_lstmagan.losses import G_LOSS_KEYS, LossKeys  # noqa: E402
 
 __all__ = ["plot_training_curves", "plot_comparison", "read_epoch_means", "choose_inset"]
 
-LOSS_COLUMNS = (*G_LOSS_KEYS, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY)
+LOSS_COLUMNS = (*G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY)
 LOSS_TITLES = {
     LossKeys.LOSS: "G total loss",
     LossKeys.MSE: "G content (MSE)",
     LossKeys.PERCEPTUAL: "G perceptual (VGG features)",
     LossKeys.ADVERSARIAL: "G adversarial",
+    LossKeys.ADVERSARIAL_FEATURE: "G adversarial feature (MedSRGAN)",
     LossKeys.D_LOSS: "D loss",
     LossKeys.GRADIENT_PENALTY: "gradient penalty",
 }

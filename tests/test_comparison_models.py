@@ -3,6 +3,7 @@ critic, MedSRGAN's critic-feature loss, checkpoints, and a short bundle run of e
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -300,6 +301,8 @@ def test_overlay_trains_and_its_model_runs_through_lstmagan_sr(model, two_ct_vol
     assert "d_loss" in log and "psnr_fg_sr" in log  # the critic trained in epoch 2, validation ran
     if model == "medsrgan":
         assert "adversarial_feature" in log
+        rows = list(csv.DictReader(open(out / "iterations.csv")))
+        assert any(row["adversarial_feature"] not in ("", "nan") for row in rows)  # logged in the adversarial epoch
     generator, info = load_generator(out / "model.pt", expected_scale=2)
     assert type(generator) is CLASSES[model] and info["generator"]["architecture"] == model
     if model == "fa_gan":
