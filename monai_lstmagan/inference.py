@@ -484,7 +484,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     through.add_argument(
         "--slice-thickness", type=float, default=None, help="slice thickness in mm (default: the slice spacing)"
     )
-    through.add_argument("--profile", default="gaussian", choices=PROFILES, help="slice profile (default gaussian)")
+    through.add_argument(
+        "--profile", default="box", choices=PROFILES,
+        help="slice profile: box (default; contiguous slices averaging their thickness) or gaussian (FWHM = thickness)",
+    )
     through.add_argument(
         "--fine-tune-iterations", type=int, default=1000,
         help="self-supervised fine-tuning steps on each scan (default 1000; 0: none)",

@@ -69,7 +69,8 @@ def evaluate_through_plane(
     split: str = "all",
     factor: float = 2.0,
     thickness_ratio: float = 1.0,
-    profile: str = "gaussian",
+    profile: str = "box",
+    assumed_profile: str | None = None,
     fine_tune_iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
     fine_tune_seconds: float | None = DEFAULT_FINE_TUNE_SECONDS,
     modality: str = "auto",
@@ -86,8 +87,9 @@ def evaluate_through_plane(
         output_dir: where ``metrics.csv``, ``summary.json`` and ``figures/`` are written (nothing else is).
         dataset_dir, datalist_file, split, modality: which volumes (:func:`monai_lstmagan.evaluation.select_volumes`).
         factor: thick / thin slice spacing simulated (> 1).
-        thickness_ratio, profile: slice thickness / spacing and slice profile of the simulated thick slices (the
-            fine-tuning assumes the same, as the command does by default).
+        thickness_ratio, profile: slice thickness / spacing and slice profile of the simulated thick slices.
+        assumed_profile: the profile the fine-tuning assumes (``--profile`` of the command); None: ``profile``
+            (the right one). Another value measures what a wrong assumption costs.
         fine_tune_iterations, fine_tune_seconds: per-scan fine-tuning of method ``sr`` (0: no ``sr`` row).
         batch_size, device: planes per forward pass and where the refiner runs.
         figures: write a panel of the central plane of fixed X per volume.
@@ -130,7 +132,7 @@ def evaluate_through_plane(
             target_spacing = spacing[2] if spacing[2] > min(spacing[:2]) else None
             fine_tuning[name] = fine_tune(
                 model, thick_image, thick_mask, real_factor, target_spacing=target_spacing,
-                thickness_ratio=thickness_ratio, profile=profile, iterations=fine_tune_iterations,
+                thickness_ratio=thickness_ratio, profile=assumed_profile or profile, iterations=fine_tune_iterations,
                 time_limit=fine_tune_seconds, seed=seed, device=device,
             )  # fmt: skip
             outputs["sr"] = super_resolve_slice_axis(model, thick, stop - start, batch_size, device)
@@ -158,6 +160,7 @@ def evaluate_through_plane(
         "factor": factor,
         "thickness_ratio": thickness_ratio,
         "profile": profile,
+        "assumed_profile": assumed_profile or profile,
         "split": split,
         "checkpoint": os.path.abspath(ckpt_path) if ckpt_path else "untrained default refiner (cubic)",
         "fine_tune": fine_tuning,

@@ -603,7 +603,8 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
             (one model for several factors; then ``P = patch_size`` and the thick rows ``round(P / factor)``).
         thickness_ratio: slice thickness / slice spacing of the thick slices (1: contiguous slices; the profile
             FWHM is ``thickness_ratio * factor`` target rows).
-        profile: slice profile, ``"gaussian"`` or ``"box"``.
+        profile: slice profile, ``"gaussian"`` or ``"box"``; ``"mixed"``: one of the two drawn per patch (the
+            profile of the scan is unknown).
         target_spacing: spacing [mm] of the target rows (the refined slice spacing, slice spacing / factor);
             None: the in-plane spacing (the in-plane pixels are the target). Per-scan fine-tuning sets it when
             the refined slices stay coarser than the pixels; the source patch then spans ``target_spacing /
@@ -633,8 +634,8 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
         factors = (float(factor),) * 2 if isinstance(factor, (int, float)) else tuple(float(f) for f in factor)
         if len(factors) != 2 or not 1.0 < factors[0] <= factors[1]:
             raise ValueError(f"factor must be a number > 1 or a range (low, high) with 1 < low <= high, got {factor}.")
-        if profile not in PROFILES:
-            raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}.")
+        if profile not in (*PROFILES, "mixed"):
+            raise ValueError(f"profile must be one of {(*PROFILES, 'mixed')}, got {profile!r}.")
         if not thickness_ratio > 0 or (target_spacing is not None and not target_spacing > 0):
             raise ValueError(f"thickness_ratio and target_spacing must be > 0, got {thickness_ratio}, {target_spacing}.")
         size = (int(patch_size),) * 2 if isinstance(patch_size, int) else tuple(int(p) for p in patch_size)
@@ -689,7 +690,8 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
                 cols = cols[::-1].copy()
             patch = plane[torch.as_tensor(rows)][:, torch.as_tensor(cols)][None]  # [1, source_rows, W]
             fwhm = self.thickness_ratio * target_rows / thick_rows
-            network_input, target = thick_slice_pair(patch, target_rows, thick_rows, fwhm, self.profile, self.interpolation)
+            profile = PROFILES[int(self.R.randint(0, len(PROFILES)))] if self.profile == "mixed" else self.profile
+            network_input, target = thick_slice_pair(patch, target_rows, thick_rows, fwhm, profile, self.interpolation)
             inputs.append(network_input.clamp(0.0, 1.0))
             targets.append(target)
         for key in (*self.keys, self.mask_key):
