@@ -35,6 +35,7 @@ __all__ = [
     "interpolate_axis",
     "thick_slice_pair",
     "thick_grid",
+    "simulate_thick_slices",
 ]
 
 PROFILES = ("gaussian", "box")
@@ -191,3 +192,13 @@ def thick_grid(num_slices: int, factor: float) -> tuple[int, int, int]:
         )
     start = (num_slices - kept) // 2
     return start, start + kept, kept // fraction.numerator * fraction.denominator
+
+
+def simulate_thick_slices(
+    volume: torch.Tensor, factor: float, thickness_ratio: float = 1.0, profile: str = "box"
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Thick slices along Z of a volume ``[..., Z]``: ``(thick [..., Z_thick], (start, stop))`` of the thin
+    slices the thick grid covers (``(stop - start) / Z_thick`` is the real factor)."""
+    start, stop, num_thick = thick_grid(volume.shape[-1], factor)
+    fwhm = thickness_ratio * (stop - start) / num_thick
+    return degrade_axis(volume[..., start:stop], -1, num_thick, fwhm, profile), (start, stop)

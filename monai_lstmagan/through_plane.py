@@ -4,15 +4,15 @@ A scan with fine in-plane pixels and thick slices lacks resolution along its sli
 method learns that axis from the scan's own in-plane images:
 
 1. **Training pairs** (:class:`~monai_lstmagan.transforms.RandThroughPlanePairsd`): in-plane patches are
-   measured along one in-plane axis with the slice profile of the scan (Gaussian of FWHM = slice thickness,
-   or a box for contiguous slices; :mod:`monai_lstmagan.slice_profile`) at the slice spacing, and
+   measured along one in-plane axis with the slice profile of the scan (a box for contiguous slices, the
+   default, or a Gaussian of FWHM = slice thickness; :mod:`monai_lstmagan.slice_profile`) at the slice spacing, and
    interpolated back (cubic); the target is the patch at the refined slice spacing.
 2. **The network** is the residual generator with ``scale=1``: a same-size refiner of the cubic
    interpolation, whose tail starts at zero, so an untrained refiner *is* cubic interpolation. Chosen over a
    one-axis pixel shuffle because slice-spacing ratios are rarely integers (5 mm / 0.7 mm = 7.1): one network
-   serves every real factor, and the shipped model is trained over a range of factors.
-3. **Per-scan fine-tuning** (:func:`fine_tune`, SMORE's per-scan mode): a few hundred steps on the input scan
-   itself, with its own spacing ratio, before it is refined (bounded in iterations and seconds).
+   serves every real factor. By default it starts untrained (:func:`default_refiner`).
+3. **Per-scan fine-tuning** (:func:`fine_tune`, SMORE's per-scan mode): 1000 steps on the input scan itself,
+   with its own spacing ratio, before it is refined (bounded in steps and seconds).
 4. **Application** (:func:`super_resolve_slice_axis`): the volume is interpolated (cubic) along the slice
    axis to the refined grid, and the refiner is run over every plane that contains the slice axis, in both
    in-plane directions (the sagittal and coronal planes of an axial scan); the two results are averaged
@@ -41,7 +41,6 @@ from tqdm import tqdm
 from monai_lstmagan.slice_profile import PROFILES, interpolate_axis
 
 __all__ = [
-    "THROUGH_PLANE_TASK",
     "slice_axis_of",
     "refined_slice_count",
     "fine_tune",
@@ -53,8 +52,6 @@ __all__ = [
     "run_through_plane",
 ]
 
-THROUGH_PLANE_TASK = "through_plane"
-"""``task`` entry of a through-plane ``model.pt`` (its generator has ``scale`` 1)."""
 DEFAULT_REFINER = {"scale": 1, "num_blocks": 2, "channels": 16, "dense_layers": 4, "growth": 8}
 """The refiner used when no model is given (the demo generator's size: fast enough to fine-tune per scan on a CPU)."""
 DEFAULT_FINE_TUNE_ITERATIONS = 1000
@@ -178,7 +175,6 @@ def super_resolve_slice_axis(
     device: str | torch.device = "cpu",
     amp: bool = False,
     progress: bool = False,
-    planes: Sequence[int] = (0, 1),
 ) -> torch.Tensor:
     """Refine the slice axis (Z) of a normalised volume with a through-plane refiner.
 
@@ -195,15 +191,12 @@ def super_resolve_slice_axis(
         device: where the refiner runs.
         amp: autocast (float16 on CUDA, bfloat16 on CPU).
         progress: progress bars.
-        planes: the in-plane axes whose planes are refined (0: fixed X, 1: fixed Y); the mean of those is returned.
 
     Returns:
         ``[X, Y, Z']`` float32 on CPU in [0, 1].
     """
     if volume.dim() != 3:
         raise ValueError(f"expected a volume [X, Y, Z], got shape {tuple(volume.shape)}.")
-    if not planes or any(p not in (0, 1) for p in planes):
-        raise ValueError(f"planes must be a non-empty subset of (0, 1), got {planes}.")
     from monai_lstmagan.inference import default_batch_size
 
     device = torch.device(device)
@@ -212,7 +205,7 @@ def super_resolve_slice_axis(
     interpolated = interpolate_axis(volume.float().cpu(), -1, num_slices, "cubic").clamp(0.0, 1.0)  # [X, Y, Z']
     out = torch.zeros_like(interpolated)
     autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    for fixed in planes:
+    for fixed in (0, 1):
         stack = interpolated if fixed == 0 else interpolated.permute(1, 0, 2)  # [fixed, other, Z']
         refined = out if fixed == 0 else out.permute(1, 0, 2)  # a view: writes land in out
         starts = range(0, stack.shape[0], batch_size)
@@ -221,7 +214,7 @@ def super_resolve_slice_axis(
             with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=amp):
                 result = generator(batch).float().clamp(0.0, 1.0)
             refined[start : start + batch_size] += result[:, 0].transpose(1, 2).cpu()
-    return out / len(planes)
+    return out / 2.0
 
 
 def super_resolve_file_through_plane(
@@ -281,13 +274,12 @@ def super_resolve_file_through_plane(
         raise ValueError(f"refusing to overwrite the input file '{input_path}': choose another output folder.")
     scan = read_scan(input_path)
     spacing = np.linalg.norm(scan.affine[:3, :3], axis=0)
-    if factor is None:
+    try:
         axis = slice_axis_of(spacing, input_path)
-    else:
-        try:
-            axis = slice_axis_of(spacing, input_path)
-        except ValueError:
-            axis = 2  # isotropic voxels with an explicit factor: refine the last axis
+    except ValueError:
+        if factor is None:
+            raise
+        axis = 2  # isotropic voxels with an explicit factor: refine the last axis
     in_plane = [float(s) for a, s in enumerate(spacing) if a != axis]
     slice_spacing = float(spacing[axis])
     factor = slice_spacing / min(in_plane) if factor is None else float(factor)
@@ -350,7 +342,7 @@ def load_refiner(ckpt_path: str, map_location: str | torch.device = "cpu") -> to
     if scale != 1:
         raise ValueError(
             f"'{ckpt_path}' is an in-plane x{scale} model; through-plane SR needs a through-plane refiner (scale 1, "
-            "trained with bundle/configs/train_through_plane.yaml), or no --model for the shipped one."
+            "trained with bundle/configs/train_through_plane.yaml), or no --model for the default refiner."
         )
     return generator
 

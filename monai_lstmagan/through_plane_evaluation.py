@@ -32,22 +32,12 @@ from tqdm import tqdm
 from monai_lstmagan.evaluation import REGIONS, _volume_name, select_volumes, volume_metrics, write_results
 from monai_lstmagan.inference import check_output_dir
 from monai_lstmagan.plots import plot_comparison
-from monai_lstmagan.slice_profile import INTERPOLATIONS, degrade_axis, interpolate_axis, thick_grid
+from monai_lstmagan.slice_profile import INTERPOLATIONS, interpolate_axis, simulate_thick_slices
 from monai_lstmagan.through_plane import (
     DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tune, load_refiner, super_resolve_slice_axis,
 )  # fmt: skip
 
-__all__ = ["simulate_thick_slices", "evaluate_through_plane"]
-
-
-def simulate_thick_slices(
-    volume: torch.Tensor, factor: float, thickness_ratio: float = 1.0, profile: str = "gaussian"
-) -> tuple[torch.Tensor, tuple[int, int]]:
-    """Thick slices along Z of a volume ``[..., Z]``: ``(thick [..., Z_thick], (start, stop))`` of the thin
-    slices the thick grid covers (``(stop - start) / Z_thick`` is the real factor)."""
-    start, stop, num_thick = thick_grid(volume.shape[-1], factor)
-    fwhm = thickness_ratio * (stop - start) / num_thick
-    return degrade_axis(volume[..., start:stop], -1, num_thick, fwhm, profile), (start, stop)
+__all__ = ["evaluate_through_plane"]
 
 
 def _planes(volume: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ image is made by :func:`bicubic_downsample`, the one operator used for training,
 from __future__ import annotations
 
 import warnings
+import weakref
 from collections.abc import Hashable, Mapping, Sequence
 
 import numpy as np
@@ -26,7 +27,7 @@ from monai.utils import convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
 from monai_lstmagan.networks.generator import bicubic_upsample_slices
-from monai_lstmagan.slice_profile import PROFILES, degrade_axis, interpolate_axis, thick_grid, thick_slice_pair
+from monai_lstmagan.slice_profile import PROFILES, interpolate_axis, simulate_thick_slices, thick_slice_pair
 from monai_lstmagan.volumes import BadVolume, check_file, voxel_problem
 
 __all__ = [
@@ -332,14 +333,23 @@ def _crop_window(size: int, length: int, centre: int | None, rng: np.random.Rand
     return _window(size, length, start)
 
 
+def _foreground_indices(mask: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Flat indices of the foreground voxels of the first channel of ``mask`` ``[1, X, Y, Z]``."""
+    return np.flatnonzero(convert_to_tensor(mask, track_meta=False)[0].detach().cpu().numpy() > 0.5)
+
+
 def _foreground_voxel(
-    mask: torch.Tensor | np.ndarray | None, probability: float, rng: np.random.RandomState
+    mask: torch.Tensor | np.ndarray | None,
+    probability: float,
+    rng: np.random.RandomState,
+    indices: np.ndarray | None = None,
 ) -> tuple[int, int, int] | None:
     """With ``probability``, a voxel ``(x, y, z)`` drawn uniformly from the first channel of ``mask``
-    ``[1, X, Y, Z]``; None otherwise or for an empty / absent mask (the caller samples uniformly)."""
+    ``[1, X, Y, Z]``; None otherwise or for an empty / absent mask (the caller samples uniformly).
+    ``indices``: the mask's :func:`_foreground_indices`, when the caller draws several voxels of one mask."""
     if mask is None or probability == 0.0 or not rng.rand() < probability:
         return None
-    voxels = np.flatnonzero(convert_to_tensor(mask, track_meta=False)[0].detach().cpu().numpy() > 0.5)
+    voxels = _foreground_indices(mask) if indices is None else indices
     if voxels.size == 0:
         return None
     index = np.unravel_index(int(voxels[rng.randint(0, voxels.size)]), tuple(mask.shape[1:]))
@@ -650,6 +660,8 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
         self.foreground_prob = float(foreground_prob)
         self.mask_key = mask_key
         self.interpolation = interpolation
+        self._mask: weakref.ref | None = None  # the mask whose foreground indices are cached
+        self._foreground: np.ndarray | None = None
 
     def _lengths(self, factor: float, max_target: int) -> tuple[int, int]:
         """``(target rows, thick rows)`` of a patch of ``factor`` with at most ``max_target`` target rows."""
@@ -673,13 +685,17 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
         # target rows that fit in the slice along either axis (one size for all patches of the item)
         max_target = min(int(volume.shape[a] / stretch[a]) for a in (0, 1)) if self.target_spacing else 10**9
         fixed = self.factors[0] == self.factors[1]
+        if mask is not None and self.foreground_prob > 0.0 and (self._mask is None or self._mask() is not mask):
+            # found once per mask, not per patch: per-scan fine-tuning samples the same mask at every step
+            self._mask, self._foreground = weakref.ref(mask), _foreground_indices(mask)
+        foreground = self._foreground if mask is not None and self.foreground_prob > 0.0 else None
         inputs, targets = [], []
         for _ in range(self.num_patches):
             factor = self.factors[0] if fixed else float(self.R.uniform(*self.factors))
             target_rows, thick_rows = self._lengths(factor, max_target)
             axis = int(self.R.randint(0, 2))  # the degraded in-plane axis (rows)
             source_rows = max(target_rows, round(target_rows * stretch[axis]))
-            centre = _foreground_voxel(mask, self.foreground_prob, self.R)
+            centre = _foreground_voxel(mask, self.foreground_prob, self.R, foreground)
             z = int(self.R.randint(0, volume.shape[2])) if centre is None else centre[2]
             plane = volume[:, :, z] if axis == 0 else volume[:, :, z].T  # [rows, columns]
             rows = _crop_window(plane.shape[0], source_rows, None if centre is None else centre[axis], self.R)
@@ -704,8 +720,7 @@ class ThickSliceStackd(MapTransform):
     """Simulated thick slices along Z of a (thin-slice) volume, interpolated back, as a stack of planes.
 
     The volume is cropped along Z to the slices a thick grid of ``factor`` covers exactly
-    (:func:`monai_lstmagan.slice_profile.thick_grid`), measured with the slice profile
-    (:func:`~monai_lstmagan.slice_profile.degrade_axis`), interpolated back to the thin grid, and cut into the
+    and measured with the slice profile (:func:`monai_lstmagan.slice_profile.simulate_thick_slices`), interpolated back to the thin grid, and cut into the
     planes of fixed X (rows = Z, columns = Y), the layout of :class:`RandThroughPlanePairsd`.
 
     ``[1, X, Y, Z]`` -> ``"lr"`` (interpolated thick volume: the network input and, as it is, the
@@ -733,12 +748,9 @@ class ThickSliceStackd(MapTransform):
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)
         first = convert_to_tensor(d[self.keys[0]], track_meta=False).float()
-        start, stop, num_thick = thick_grid(first.shape[-1], self.factor)
-        thin = first[..., start:stop]
-        fwhm = self.thickness_ratio * (stop - start) / num_thick
-        thick = degrade_axis(thin, -1, num_thick, fwhm, self.profile)
+        thick, (start, stop) = simulate_thick_slices(first, self.factor, self.thickness_ratio, self.profile)
         d["lr"] = interpolate_axis(thick, -1, stop - start, self.interpolation).clamp(0.0, 1.0)
-        d["hr"] = thin
+        d["hr"] = first[..., start:stop]
         for key in self.key_iterator(d):
             if key != self.keys[0]:
                 d[key] = convert_to_tensor(d[key], track_meta=False).float()[..., start:stop]

@@ -35,7 +35,7 @@ def untrained_refiner(tmp_path_factory) -> Path:
     """A through-plane model.pt whose refiner is untrained: it returns its input, the cubic interpolation."""
     path = tmp_path_factory.mktemp("refiner") / "model.pt"
     torch.manual_seed(0)
-    save_generator(path, LSTMAGANGenerator(**REFINER), REFINER, extra={"task": "through_plane"})
+    save_generator(path, LSTMAGANGenerator(**REFINER), REFINER)
     return path
 
 
