@@ -34,6 +34,15 @@ BRATS_CASES = ("00000", "00002", "00003", "00005", "00006", "00008")
 
 
 @pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """Two small CT volumes (``ct0``, ``ct1``): one for training, one for validation, in bundle runs."""
+    root = tmp_path_factory.mktemp("tiny_ct")
+    for i in range(2):
+        write_mhd(root / f"ct{i}.mhd", ct_volume((32, 32, 12), seed=i))
+    return root
+
+
+@pytest.fixture(scope="session")
 def sample_data_dir() -> Path:
     """The bundle's embedded demo data (``ct/lung1_crop.mhd`` 256x256x48, ``mr/brain1_t1c.nii.gz`` 256x256x25)."""
     return SAMPLE_DATA

@@ -13,7 +13,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from volume_factory import ct_volume, mr_volume, write_mhd
+from volume_factory import mr_volume
 
 from monai_lstmagan.checkpoints import latest_checkpoint, load_generator, save_generator
 from monai_lstmagan.engine import AdversarialTrainer
@@ -274,22 +274,14 @@ OVERLAY_TINY = {
 }  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def two_ct_volumes(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("cmp_ct")
-    for i in range(2):
-        write_mhd(root / f"ct{i}.mhd", ct_volume((32, 32, 8), seed=i))
-    return root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(OVERLAY_TINY))
-def test_overlay_trains_and_its_model_runs_through_lstmagan_sr(model, two_ct_volumes, tmp_path):
+def test_overlay_trains_and_its_model_runs_through_lstmagan_sr(model, tiny_dataset, tmp_path):
     out = tmp_path / "run"
     cmd = [
         sys.executable, "-m", "monai.bundle", "run", "training", "--config_file",
         repr([str(CONFIGS / "train.yaml"), str(CONFIGS / f"{model}.yaml")]), "--bundle_root", str(REPO / "bundle"),
-        "--dataset_dir", str(two_ct_volumes), "--output_dir", str(out), "--validation_patients", "['ct1']",
+        "--dataset_dir", str(tiny_dataset), "--output_dir", str(out), "--validation_patients", "['ct1']",
         "--scale", "2", "--epochs", "2", "--samples_per_volume", "2", "--batch_size", "1", "--num_slices", "4",
         "--warmup_iterations", "$len(@train#dataloader)", "--crop_size", "16", "--n_critic", "1",
         "--conv_critic_kwargs#channels", "[8]", "--conv_critic_kwargs#fc_features", "8", *OVERLAY_TINY[model],

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from volume_factory import ct_volume, write_mhd
 
 from monai_lstmagan.checkpoints import load_generator
 
@@ -32,15 +31,6 @@ TINY = [
     "--lstm_critic_kwargs#encoder_channels", "[8]", "--lstm_critic_kwargs#hidden_size", "8",
     "--conv_critic_kwargs#channels", "[8]", "--conv_critic_kwargs#fc_features", "8", "--perceptual_layer", "relu1_2",
 ]  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def tiny_dataset(tmp_path_factory) -> Path:
-    """Two small CT volumes: one for training, one for validation."""
-    root = tmp_path_factory.mktemp("tiny_ct")
-    for i in range(2):
-        write_mhd(root / f"ct{i}.mhd", ct_volume((32, 32, 12), seed=i))
-    return root
 
 
 def config_arg(*names: str) -> str:
