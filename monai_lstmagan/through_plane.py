@@ -48,6 +48,7 @@ __all__ = [
     "super_resolve_file_through_plane",
     "DEFAULT_REFINER",
     "default_refiner",
+    "fine_tuned_copy",
     "load_refiner",
     "run_through_plane",
 ]
@@ -165,6 +166,39 @@ def fine_tune(
         "first_loss": float(np.mean(losses[:tenth])) if losses else math.nan,
         "last_loss": float(np.mean(losses[-tenth:])) if losses else math.nan,
     }
+
+
+def fine_tuned_copy(
+    generator: torch.nn.Module,
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    factor: float,
+    iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
+    **options: Any,
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A copy of the refiner fine-tuned on a thick-slice scan (:func:`fine_tune`); the argument is left as it is.
+
+    The refined slice spacing is the scan's slice spacing (``image.pixdim[2]``) over ``factor``; where that is
+    not coarser than the pixels, the pixels themselves are the targets.
+
+    Args:
+        generator: the refiner.
+        image: ``[1, X, Y, Z]`` MetaTensor in [0, 1], Z = slice axis, with its spacing.
+        mask: its foreground mask or None.
+        factor: the SR factor along Z.
+        iterations: fine-tuning steps (0: an untouched copy).
+        options: further arguments of :func:`fine_tune` (thickness_ratio, profile, time_limit, seed, device, progress).
+
+    Returns:
+        ``(refiner, stats)`` with the statistics of :func:`fine_tune` (``{"iterations": 0}`` without fine-tuning).
+    """
+    model = copy.deepcopy(generator)
+    if iterations <= 0:
+        return model, {"iterations": 0}
+    spacing = [float(s) for s in image.pixdim]
+    target_spacing = spacing[2] / factor
+    target = target_spacing if target_spacing > min(spacing[:2]) else None
+    return model, fine_tune(model, image, mask, factor, target_spacing=target, iterations=iterations, **options)
 
 
 def super_resolve_slice_axis(
@@ -301,15 +335,11 @@ def super_resolve_file_through_plane(
     low, high = float(image.meta["intensity_low"]), float(image.meta["intensity_high"])
 
     device = _resolve_device(device)
-    model = copy.deepcopy(generator)
-    target_spacing = slice_spacing / real_factor
-    stats: dict[str, Any] = {"iterations": 0}
-    if fine_tune_iterations > 0:
-        stats = fine_tune(
-            model, image, mask, real_factor, target_spacing=target_spacing if target_spacing > min(in_plane) else None,
-            thickness_ratio=thickness_ratio, profile=profile, iterations=fine_tune_iterations,
-            time_limit=fine_tune_seconds, seed=seed, device=device, progress=progress,
-        )  # fmt: skip
+    model, stats = fine_tuned_copy(
+        generator, image, mask, real_factor, fine_tune_iterations, thickness_ratio=thickness_ratio, profile=profile,
+        time_limit=fine_tune_seconds, seed=seed, device=device, progress=progress,
+    )  # fmt: skip
+    if stats["iterations"]:
         logging.getLogger(__name__).info(f"{input_path}: fine-tuned {stats['iterations']} steps in {stats['seconds']:.0f} s.")
     refined = super_resolve_slice_axis(model, image[0].as_tensor(), num_out, batch_size, device, amp, progress)
     values = low + refined.numpy() * (high - low)

@@ -21,7 +21,6 @@ same operator at another scale.
 
 from __future__ import annotations
 
-import copy
 import os
 from typing import Any
 
@@ -34,7 +33,8 @@ from monai_lstmagan.inference import check_output_dir
 from monai_lstmagan.plots import plot_comparison
 from monai_lstmagan.slice_profile import INTERPOLATIONS, interpolate_axis, simulate_thick_slices
 from monai_lstmagan.through_plane import (
-    DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tune, load_refiner, super_resolve_slice_axis,
+    DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tuned_copy, load_refiner,
+    super_resolve_slice_axis,
 )  # fmt: skip
 
 __all__ = ["evaluate_through_plane"]
@@ -118,12 +118,9 @@ def evaluate_through_plane(
             thick_affine = torch.as_tensor(np.diag([spacing[0], spacing[1], spacing[2] * real_factor, 1.0]))
             thick_image = MetaTensor(thick[None], affine=thick_affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
             thick_mask = ForegroundMaskd("image")({"image": thick_image})["mask"]  # from the thick input only
-            model = copy.deepcopy(refiner)
-            target_spacing = spacing[2] if spacing[2] > min(spacing[:2]) else None
-            fine_tuning[name] = fine_tune(
-                model, thick_image, thick_mask, real_factor, target_spacing=target_spacing,
-                thickness_ratio=thickness_ratio, profile=assumed_profile or profile, iterations=fine_tune_iterations,
-                time_limit=fine_tune_seconds, seed=seed, device=device,
+            model, fine_tuning[name] = fine_tuned_copy(
+                refiner, thick_image, thick_mask, real_factor, fine_tune_iterations, thickness_ratio=thickness_ratio,
+                profile=assumed_profile or profile, time_limit=fine_tune_seconds, seed=seed, device=device,
             )  # fmt: skip
             outputs["sr"] = super_resolve_slice_axis(model, thick, stop - start, batch_size, device)
         for method, pred in outputs.items():
