@@ -44,6 +44,7 @@ from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.volumes import LPS_TO_RAS, NIFTI_SUFFIXES, VOLUME_SUFFIXES, Scan, read_scan, split_suffix
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.slice_profile import PROFILES
+from monai_lstmagan.through_plane import DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, run_through_plane
 
 __all__ = [
     "super_resolve_volume",
@@ -489,19 +490,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="slice profile: box (default; contiguous slices averaging their thickness) or gaussian (FWHM = thickness)",
     )
     through.add_argument(
-        "--fine-tune-iterations", type=int, default=1000,
-        help="self-supervised fine-tuning steps on each scan (default 1000; 0: none)",
+        "--fine-tune-iterations", type=int, default=DEFAULT_FINE_TUNE_ITERATIONS,
+        help=f"self-supervised fine-tuning steps on each scan (default {DEFAULT_FINE_TUNE_ITERATIONS}; 0: none)",
     )  # fmt: skip
     through.add_argument(
-        "--fine-tune-seconds", type=float, default=120.0, help="time bound of the fine-tuning per scan (default 120)"
+        "--fine-tune-seconds", type=float, default=DEFAULT_FINE_TUNE_SECONDS,
+        help=f"time bound of the fine-tuning per scan (default {DEFAULT_FINE_TUNE_SECONDS:g})",
     )
     args = parser.parse_args(argv)
     try:
         if args.through_plane:
             if args.scale is not None or args.tile is not None:
                 raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
-            from monai_lstmagan.through_plane import run_through_plane
-
             run_through_plane(
                 args.model, args.output_dir, args.inputs,
                 modality=args.modality, progress=not args.no_progress, factor=args.factor,
