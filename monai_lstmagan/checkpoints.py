@@ -13,7 +13,7 @@ Two kinds of files are written during training:
   still load, as the SRResNet-output generator with BatchNorm they are.
 - full checkpoints ``checkpoint_*.pt`` (MONAI ``CheckpointSaver``) with every state needed to resume.
 
-Every write goes through :func:`atomic_save` (:func:`monai_lstmagan.atomic.atomic_write`): a temporary file
+Every write goes through :func:`atomic_save` (:func:`monai_lstmagan.io.atomic.atomic_write`): a temporary file
 in the destination folder followed by ``os.replace``, so a process killed mid-write never leaves a
 half-written file behind.
 """
@@ -29,7 +29,9 @@ from typing import Any
 
 import torch
 
-from monai_lstmagan.atomic import atomic_write
+from monai_lstmagan.engines.utils import unwrap_module
+from monai_lstmagan.io.atomic import atomic_write
+from monai_lstmagan.networks import build_generator
 
 __all__ = [
     "GENERATOR_FORMAT",
@@ -38,24 +40,12 @@ __all__ = [
     "save_generator",
     "load_generator",
     "latest_checkpoint",
-    "unwrap_module",
 ]
 
 GENERATOR_FORMAT = "monai_lstmagan.generator/2"
 METADATA_KEY = "monai_lstmagan"
 _LEGACY_FORMAT = "monai_lstmagan.generator/1"
 _LEGACY_GENERATOR = {"residual": "none", "norm": "batch"}  # what every /1 file is: no bicubic skip, BatchNorm
-
-
-def unwrap_module(module: torch.nn.Module) -> torch.nn.Module:
-    """Return the plain module inside ``DistributedDataParallel`` / ``DataParallel`` / ``torch.compile`` wrappers."""
-    while True:
-        if isinstance(module, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
-            module = module.module
-        elif hasattr(module, "_orig_mod") and isinstance(module._orig_mod, torch.nn.Module):
-            module = module._orig_mod
-        else:
-            return module
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> str:
@@ -163,7 +153,6 @@ def load_generator(
         ValueError: the file is unreadable, is not a generator checkpoint, has another scale, or its
             weights do not fit the recorded architecture. Every message names the file.
     """
-    from monai_lstmagan.networks import build_generator  # late import: networks are optional for saving
 
     path = os.fspath(path)
     if not os.path.isfile(path):

@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
+from scipy.ndimage import uniform_filter  # noqa: E402
 
 from monai_lstmagan.losses import G_LOSS_KEYS, LossKeys  # noqa: E402
 
@@ -238,8 +239,6 @@ def choose_inset(hr: np.ndarray, size_fraction: float = 0.25) -> tuple[int, int,
     Returns:
         ``(row, col, height, width)`` of the region.
     """
-    from scipy.ndimage import uniform_filter
-
     h, w = hr.shape
     side = max(4, int(round(min(h, w) * size_fraction)))
     side = min(side, h, w)

@@ -1,4 +1,4 @@
-"""One atomic writer (monai_lstmagan.atomic) and output folders that are checked before any work."""
+"""One atomic writer (monai_lstmagan.io.atomic) and output folders that are checked before any work."""
 
 from __future__ import annotations
 
@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_lstmagan.atomic import atomic_files, atomic_write, default_file_mode
+from monai_lstmagan.io.atomic import atomic_files, atomic_write, default_file_mode
 from monai_lstmagan.checkpoints import atomic_save
 from monai_lstmagan.evaluation import evaluate
-from monai_lstmagan.inference import check_output_dir, run_inference
+from monai_lstmagan.inference import run_inference
+from monai_lstmagan.io import check_output_dir
 
 
 def test_atomic_write_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):

@@ -222,7 +222,7 @@ def test_every_bad_case_through_lstmagan_sr_names_the_file_and_writes_nothing(tm
     import torch
 
     from monai_lstmagan.checkpoints import save_generator
-    from monai_lstmagan.inference import main
+    from monai_lstmagan.cli import main
     from monai_lstmagan.networks import LSTMAGANGenerator
 
     kwargs = {"scale": 2, "num_blocks": 1, "channels": 4, "dense_layers": 1, "growth": 4}
@@ -246,9 +246,9 @@ def test_every_advertised_format_round_trips_through_lstmagan_sr(tmp_path, suffi
     import torch
 
     from monai_lstmagan.checkpoints import save_generator
-    from monai_lstmagan.inference import main
+    from monai_lstmagan.cli import main
     from monai_lstmagan.networks import LSTMAGANGenerator
-    from monai_lstmagan.volumes import read_scan
+    from monai_lstmagan.io.scans import read_scan
 
     kwargs = {"scale": 2, "num_blocks": 1, "channels": 4, "dense_layers": 1, "growth": 4}
     torch.manual_seed(0)

@@ -24,7 +24,7 @@ from monai_lstmagan.bench import (
     naive_super_resolve_volume,
     run_benchmark,
 )
-from monai_lstmagan.inference import super_resolve_volume
+from monai_lstmagan.inference import InferenceOptions, super_resolve_volume
 from monai_lstmagan.networks import LSTMAGANGenerator
 
 TINY_GENERATOR = {"num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 4}
@@ -67,7 +67,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def result(one_thread) -> dict:
     with pytest.MonkeyPatch.context() as patch:  # a small matmul keeps the test short
-        patch.setattr(bench, "_ceilings", lambda device: {"fp32": matmul_gflops(device, size=256, repeats=2)})
+        patch.setattr(bench, "measured_ceilings", lambda device: {"fp32": matmul_gflops(device, size=256, repeats=2)})
         return run_benchmark("cpu", TINY_TRAINING, TINY_INFERENCE)
 
 
@@ -142,7 +142,7 @@ def test_naive_loop_matches_streaming_inference():
     volume = torch.rand(1, 8, 10, 5)
     naive = naive_super_resolve_volume(generator, volume, 2)
     assert naive.shape == (1, 16, 20, 5)
-    torch.testing.assert_close(naive, super_resolve_volume(generator, volume, 2, batch_size=2), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(naive, super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=2)), rtol=1e-5, atol=1e-5)
 
 
 def test_peak_memory_tracker_sees_an_allocation():

@@ -10,7 +10,7 @@ from ignite.engine import Events
 from monai.handlers import CheckpointLoader
 from monai.utils import set_determinism
 
-from monai_lstmagan.engine import AdversarialTrainer, SliceStackInferer, loss_values, prepare_sr_batch
+from monai_lstmagan.engines import AdversarialTrainer, SliceStackInferer, loss_values, prepare_sr_batch
 from monai_lstmagan.handlers import AtomicCheckpointSaver
 from monai_lstmagan.losses import GANObjective, HybridLoss, LossKeys, PerceptualLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator

@@ -16,15 +16,8 @@ import torch
 from volume_factory import ct_volume, mr_volume, write_mhd
 
 from monai_lstmagan.checkpoints import save_generator
-from monai_lstmagan.evaluation import (
-    METRICS_COLUMNS,
-    evaluate,
-    select_volumes,
-    summarize,
-    SSIM_SIGMA,
-    SSIM_WINDOW,
-    volume_metrics,
-)
+from monai_lstmagan.evaluation import METRICS_COLUMNS, evaluate, select_volumes, summarize
+from monai_lstmagan.metrics import SSIM_SIGMA, SSIM_WINDOW, volume_metrics
 from monai_lstmagan.networks import LSTMAGANGenerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

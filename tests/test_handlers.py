@@ -12,7 +12,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
 from monai_lstmagan.checkpoints import load_generator
-from monai_lstmagan.engine import AdversarialTrainer
+from monai_lstmagan.engines import LSTMAGANTrainer as AdversarialTrainer
 from monai_lstmagan.handlers import (
     ITERATION_COLUMNS,
     AtomicCheckpointSaver,

@@ -15,15 +15,12 @@ import torch
 from volume_factory import ct_volume, mr_volume, write_mhd
 
 from monai_lstmagan.checkpoints import save_generator
-from monai_lstmagan.inference import (
-    main,
-    output_path_for,
-    read_scan,
-    run_inference,
-    super_resolve_file,
-    super_resolve_volume,
-    upsampled_affine,
-)
+from monai_lstmagan.cli import main
+from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.inference import InferenceOptions, default_batch_size, InPlaneSR, run_inference, super_resolve_file, super_resolve_volume
+from monai_lstmagan.io.geometry import upsampled_affine
+from monai_lstmagan.io.paths import output_path_for
+from monai_lstmagan.io.scans import read_scan
 from monai_lstmagan.networks import LSTMAGANGenerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -106,7 +103,7 @@ def test_nifti_oblique_geometry_units_and_orientation(tmp_path):
     nib.save(nib.Nifti1Image(volume, affine), path)
 
     (tmp_path / "out").mkdir()
-    out_path = super_resolve_file(NearestUpsample(2), path, str(tmp_path / "out"), modality="mr")
+    out_path = super_resolve_file(InPlaneSR(NearestUpsample(2)), path, str(tmp_path / "out"), modality="mr")
     assert out_path == str(tmp_path / "out" / "head_sr.nii.gz")
     out = nib.load(out_path)
     assert out.shape == (10, 48, 40)
@@ -134,7 +131,7 @@ def test_mhd_ct_rotated_geometry_hu_and_dtype(tmp_path):
     path = write_mhd(str(tmp_path / "chest.mhd"), volume, spacing=spacing, direction=direction, origin=origin, compressed=True)
     before = _sha(path), _sha(str(tmp_path / "chest.zraw"))
 
-    out_path = super_resolve_file(NearestUpsample(2), path, str(tmp_path), modality="auto")
+    out_path = super_resolve_file(InPlaneSR(NearestUpsample(2)), path, str(tmp_path), modality="auto")
     assert out_path == str(tmp_path / "chest_sr.mhd")
     assert (_sha(path), _sha(str(tmp_path / "chest.zraw"))) == before, "the input was modified"
     image = itk.imread(out_path)
@@ -167,7 +164,7 @@ def test_scaled_nifti_keeps_real_units(tmp_path):
     path = str(tmp_path / "scaled.nii.gz")
     nib.save(image, path)
     np.testing.assert_allclose(nib.load(path).get_fdata(), hu)
-    out = nib.load(super_resolve_file(NearestUpsample(2), path, str(tmp_path), modality="ct"))
+    out = nib.load(super_resolve_file(InPlaneSR(NearestUpsample(2)), path, str(tmp_path), modality="ct"))
     assert out.get_data_dtype() == np.uint16
     inside = _deep_inside(hu, -1000, 400)
     assert inside.sum() > 20
@@ -179,7 +176,7 @@ def test_output_dtype_override_and_output_name(tmp_path):
     volume = mr_volume((16, 16, 4))
     path = str(tmp_path / "a.nii")
     nib.save(nib.Nifti1Image(volume, np.diag([1.0, 1.0, 2.0, 1.0])), path)
-    out = super_resolve_file(NearestUpsample(2), path, str(tmp_path), output_dtype="float32")
+    out = super_resolve_file(InPlaneSR(NearestUpsample(2)), path, str(tmp_path), output_dtype="float32")
     assert out == output_path_for(path, str(tmp_path)) == str(tmp_path / "a_sr.nii")
     assert nib.load(out).get_data_dtype() == np.float32
 
@@ -189,8 +186,8 @@ def test_batches_do_not_change_the_result(tiny_model):
 
     generator, _ = load_generator(tiny_model)
     volume = torch.rand(1, 12, 10, 5)
-    one = super_resolve_volume(generator, volume, 2, batch_size=1)
-    many = super_resolve_volume(generator, volume, 2, batch_size=4)
+    one = super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=1))
+    many = super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=4))
     assert one.shape == (1, 24, 20, 5)
     torch.testing.assert_close(one, many, atol=1e-5, rtol=0)
     assert float(one.min()) >= 0.0 and float(one.max()) <= 1.0
@@ -198,8 +195,8 @@ def test_batches_do_not_change_the_result(tiny_model):
 
 def test_tiling_places_tiles_where_they_belong():
     volume = torch.rand(1, 23, 17, 3)
-    whole = super_resolve_volume(NearestUpsample(4), volume, 4, batch_size=2)
-    tiled = super_resolve_volume(NearestUpsample(4), volume, 4, batch_size=2, tile=8, tile_overlap=0.5)
+    whole = super_resolve_volume(NearestUpsample(4), volume, 4, InferenceOptions(batch_size=2))
+    tiled = super_resolve_volume(NearestUpsample(4), volume, 4, InferenceOptions(batch_size=2, tile=8, tile_overlap=0.5))
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="x2"):
         super_resolve_volume(NearestUpsample(4), volume, 2)
@@ -252,14 +249,11 @@ def test_bundle_run_single_input(tmp_path, tiny_model):
 
 def test_default_batch_size_per_device(tiny_model):
     """No batch size given: one slice per forward on CPU (measured faster there), 8 on CUDA; same result as explicit."""
-    from monai_lstmagan.checkpoints import load_generator
-    from monai_lstmagan.inference import default_batch_size
-
     assert default_batch_size(torch.device("cpu")) == 1
     assert default_batch_size(torch.device("cuda")) == 8
     generator, _ = load_generator(tiny_model)
     volume = torch.rand(1, 8, 6, 3)
     torch.testing.assert_close(
-        super_resolve_volume(generator, volume, 2, device="cpu"),
-        super_resolve_volume(generator, volume, 2, batch_size=3, device="cpu"),
+        super_resolve_volume(generator, volume, 2, InferenceOptions(device="cpu")),
+        super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=3, device="cpu")),
     )

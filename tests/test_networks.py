@@ -19,7 +19,7 @@ from monai_lstmagan.networks import (
     VGG19_LAYERS,
     build_discriminator,
 )
-from monai_lstmagan.networks.complexity import count_flops, count_parameters, generator_complexity_table
+from monai_lstmagan.bench.complexity import count_flops, count_parameters, generator_complexity_table
 
 TINY_G = {"num_blocks": 2, "channels": 8, "dense_layers": 2, "growth": 4}
 TINY_LSTM_D = {"num_slices": 4, "encoder_channels": (8, 16), "hidden_size": 16}

@@ -15,7 +15,7 @@ import torch
 
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.evaluation import evaluate
-from monai_lstmagan.inference import main
+from monai_lstmagan.cli import main
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 
 REPO = Path(__file__).resolve().parents[1]

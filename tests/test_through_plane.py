@@ -18,12 +18,12 @@ import torch.nn.functional as F
 from volume_factory import ct_volume, mr_volume, nifti_affine, rotation_about_z, write_mhd, write_nifti
 
 from monai_lstmagan.checkpoints import save_generator
-from monai_lstmagan.inference import main as lstmagan_sr
+from monai_lstmagan.cli import main as lstmagan_sr
 from monai_lstmagan.networks import LSTMAGANGenerator
-from monai_lstmagan.slice_profile import degrade_axis, interpolate_axis, interpolation_matrix, slice_profile_matrix, thick_grid
-from monai_lstmagan.through_plane import super_resolve_file_through_plane
+from monai_lstmagan.transforms.slice_profile import degrade_axis, interpolate_axis, interpolation_matrix, slice_profile_matrix, thick_grid
+from monai_lstmagan.inference import ThroughPlaneSR, super_resolve_file
 from monai_lstmagan.transforms import RandThroughPlanePairsd
-from monai_lstmagan.volumes import read_scan
+from monai_lstmagan.io.scans import read_scan
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CT = REPO / "bundle" / "sample_data" / "ct"
@@ -116,9 +116,9 @@ def test_refined_volume_keeps_extent_direction_and_in_plane_grid(tmp_path, untra
         affine = nifti_affine(spacing, direction, origin=(5.0, -3.0, 2.0))
         path = write_nifti(tmp_path / f"scan{suffix}", voxels, affine)
     (tmp_path / "out").mkdir()
-    out, info = super_resolve_file_through_plane(
-        LSTMAGANGenerator(**REFINER), path, str(tmp_path / "out"), factor=factor, fine_tune_iterations=0
-    )
+    operation = ThroughPlaneSR(LSTMAGANGenerator(**REFINER), factor=factor, fine_tune_iterations=0)
+    out = super_resolve_file(operation, path, str(tmp_path / "out"))
+    info = operation.info
     scan, refined = read_scan(path), read_scan(out)
     expected_slices = round(7 * (factor or 4.0))
     assert info["slice_axis"] == thick_axis and refined.array.shape[thick_axis] == expected_slices
@@ -160,7 +160,7 @@ def test_short_self_supervised_fine_tune_beats_cubic_along_z_on_a_sample_scan(tm
     profile, which the fine-tuning assumes too); the refiner
     fine-tunes on the thick input alone (it never sees the truth) and must beat cubic interpolation along Z.
     Measured with these settings: +1.50 dB (25.06 vs 23.55 dB); the default 1000 steps: see the README."""
-    from monai_lstmagan.through_plane_evaluation import evaluate_through_plane
+    from monai_lstmagan.evaluation import evaluate_through_plane
 
     data = tmp_path / "data"
     shutil.copytree(SAMPLE_CT, data)
@@ -178,7 +178,7 @@ def test_short_self_supervised_fine_tune_beats_cubic_along_z_on_a_sample_scan(tm
 
 @pytest.mark.slow
 def test_train_through_plane_overlay_trains_a_refiner_the_command_can_load(tmp_path):
-    from monai_lstmagan.through_plane import load_refiner
+    from monai_lstmagan.inference import load_refiner
 
     data = tmp_path / "data"
     data.mkdir()

@@ -181,7 +181,7 @@ def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny
         " lambda engine: os.kill(os.getpid(), 9))\"\n"
         "  - $@train#trainer.run()\n"
         "imports: ['$import os', '$import ignite', '$import torch', '$import monai', '$import monai_lstmagan',"
-        " '$import monai_lstmagan.reproducible', '$import monai_lstmagan.handlers', '$import monai_lstmagan.engine',"
+        " '$import monai_lstmagan.reproducible', '$import monai_lstmagan.handlers', '$import monai_lstmagan.engines',"
         " '$import monai_lstmagan.data', '$import monai_lstmagan.inference', '$import monai_lstmagan.losses',"
         " '$import monai_lstmagan.networks', '$import monai_lstmagan.transforms', '$import monai_lstmagan.plots',"
         " '$import monai_lstmagan.checkpoints', '$import logging']\n" % kill_at

@@ -45,7 +45,7 @@ def test_rewrite_imports_covers_every_form():
     assert "import monai_lstmagan_other" in out  # another package with a common prefix is untouched
     assert "    import scripts.monai_lstmagan.transforms; from scripts import monai_lstmagan" in out
     assert '"monai_lstmagan.generator/1"' in out  # strings (e.g. the checkpoint format id) are untouched
-    assert zoo._absolute_package_imports(out) == []
+    assert zoo.absolute_package_imports(out) == []
     compile(out, "<rewritten>", "exec")
 
 
@@ -109,10 +109,10 @@ def test_zoo_export_passes_its_offline_verification(tmp_path):
     vendored = broken / "scripts" / "monai_lstmagan" / "inference.py"
     source = vendored.read_text()
     vendored.write_text(source + "\nfrom monai_lstmagan import data as _installed_data  # noqa\n")
-    assert any("still imports the installed" in f for f in zoo._check_layout(broken, 0.02))
+    assert any("still imports the installed" in f for f in zoo.check_layout(broken, 0.02))
     # ... and a dynamic import of the installed package is blocked in the isolated processes
     vendored.write_text(source + "\nimport importlib\n_installed = importlib.import_module('monai_lstmagan.data')\n")
-    result = zoo._isolated(broken, broken, True, "code", "import scripts.monai_lstmagan.inference")
+    result = zoo.run_isolated(broken, broken, True, "code", "import scripts.monai_lstmagan.inference")
     assert result.returncode != 0 and "blocked" in result.stderr
 
 

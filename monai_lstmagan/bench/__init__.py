@@ -3,7 +3,7 @@
 ``python -m monai_lstmagan.bench [--device cpu|cuda] [--json OUT.json] [--quick]`` prints markdown tables
 and (with ``--json``) writes the same numbers as JSON. It measures, in one process:
 
-1. **Training**: seconds per iteration, slices/s and peak memory of :class:`~monai_lstmagan.engine.AdversarialTrainer`
+1. **Training**: seconds per iteration, slices/s and peak memory of :class:`~monai_lstmagan.engines.trainer.LSTMAGANTrainer`
    (WGAN-GP objective, LSTM critic, hybrid loss with the VGG19 perceptual term) against a plain-PyTorch loop
    that does the same math (``n_critic`` critic steps with the gradient penalty, then the generator step with
    ``MSE + 6e-3 * perceptual + 1e-3 * adversarial``). Both start from the same weights, see the same batch
@@ -12,10 +12,10 @@ and (with ``--json``) writes the same numbers as JSON. It measures, in one proce
    Engine and reference iterations alternate one by one, so both see the same load of a shared machine;
    warm-up iterations are excluded; the median and the minimum (the least disturbed iteration) over the
    timed iterations are reported, with the ratio of the medians and the median of the per-iteration ratios.
-2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.super_resolve_volume`
+2. **Inference**: output voxels/s and peak memory of :func:`~monai_lstmagan.inference.in_plane.super_resolve_volume`
    (``batch_sizes`` slices per forward) against a naive loop over one slice at a time, for a volume whose
    super-resolved size is ``volume_shape`` (the LR input is ``X/s x Y/s x Z``, as in the evaluation
-   protocol), with the achieved GFLOP/s from :func:`~monai_lstmagan.networks.complexity.count_flops` and a
+   protocol), with the achieved GFLOP/s from :func:`~monai_lstmagan.bench.complexity.count_flops` and a
    large matmul's GFLOP/s on the same device as a reference ceiling.
 3. On CUDA, the variants fp32, AMP bfloat16, channels_last, ``torch.compile`` and all three together are
    measured side by side. On CPU only fp32 is measured (none of the CUDA code paths run).
@@ -42,7 +42,7 @@ from monai_lstmagan.bench.config import VARIANTS, InferenceBenchConfig, Training
 from monai_lstmagan.bench.inference import benchmark_inference, naive_super_resolve_volume
 from monai_lstmagan.bench.memory import PeakMemoryTracker
 from monai_lstmagan.bench.report import format_tables
-from monai_lstmagan.bench.run import _ceilings, run_benchmark  # noqa: F401 (_ceilings: replaceable here, see run)
+from monai_lstmagan.bench.run import measured_ceilings, run_benchmark  # noqa: F401 (measured_ceilings: replaceable here, see run)
 from monai_lstmagan.bench.timing import matmul_gflops
 from monai_lstmagan.bench.training import ReferenceTrainingLoop, benchmark_training
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from monai_lstmagan.bench.config import VARIANTS, bench_configs
 from monai_lstmagan.bench.report import format_tables
-from monai_lstmagan.bench.run import _package
+from monai_lstmagan.bench.run import bench_package
 
 __all__ = ["main"]
 
@@ -30,7 +30,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     )
     args = parser.parse_args(argv)
     training, inference = bench_configs(args.device, quick=args.quick)
-    result = _package().run_benchmark(args.device, training, inference, variants=args.variants)
+    result = bench_package().run_benchmark(args.device, training, inference, variants=args.variants)
     print(format_tables(result))
     if args.json:
         directory = os.path.dirname(os.path.abspath(args.json))

@@ -33,14 +33,14 @@ VARIANTS: dict[str, Variant] = {
 }
 
 
-def _check_variant(variant: Variant, device: torch.device) -> None:
+def check_variant(variant: Variant, device: torch.device) -> None:
     if device.type != "cuda" and (variant.bf16 or variant.channels_last or variant.compile):
         raise ValueError(f"variant {variant.name!r} is measured on CUDA only, got device '{device}'.")
     if variant.compile:  # fresh compile caches: every variant/scale compiles the same forward code objects
         torch.compiler.reset()
 
 
-def _autocast(variant: Variant):
+def variant_autocast(variant: Variant):
     """CUDA bfloat16 autocast for the bf16 variants, else nothing."""
     return torch.autocast(device_type="cuda", dtype=torch.bfloat16) if variant.bf16 else nullcontext()
 

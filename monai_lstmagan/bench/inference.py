@@ -9,12 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from monai_lstmagan.bench.config import VARIANTS, InferenceBenchConfig, Variant, _check_variant
-from monai_lstmagan.bench.memory import PeakMemoryTracker, _max_memory
-from monai_lstmagan.bench.timing import _seconds_summary, _synchronize
-from monai_lstmagan.inference import super_resolve_volume
+from monai_lstmagan.bench.config import VARIANTS, InferenceBenchConfig, Variant, check_variant
+from monai_lstmagan.bench.memory import PeakMemoryTracker, max_memory
+from monai_lstmagan.bench.timing import seconds_summary, synchronize
+from monai_lstmagan.inference.in_plane import super_resolve_volume
+from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.networks import LSTMAGANGenerator
-from monai_lstmagan.networks.complexity import count_flops
+from monai_lstmagan.bench.complexity import count_flops
 
 __all__ = ["naive_super_resolve_volume", "benchmark_inference"]
 
@@ -91,7 +92,7 @@ def benchmark_inference(
         naive output.
     """
     device = torch.device(device)
-    _check_variant(variant, device)
+    check_variant(variant, device)
     x, y, z = config.volume_shape
     torch.manual_seed(config.seed)
     generator = LSTMAGANGenerator(scale=scale, **config.generator).to(device).eval()
@@ -100,7 +101,7 @@ def benchmark_inference(
     model = _inference_model(generator, variant, device)
 
     def streaming(batch_size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-        return lambda v: super_resolve_volume(model, v, scale, batch_size=batch_size, device=device)
+        return lambda v: super_resolve_volume(model, v, scale, InferenceOptions(batch_size, device))
 
     methods: dict[str, tuple[int, Callable[[torch.Tensor], torch.Tensor]]] = {
         f"streaming_b{batch}": (batch, streaming(batch)) for batch in config.batch_sizes
@@ -118,16 +119,16 @@ def benchmark_inference(
             tracker.start()
             start = time.perf_counter()
             outputs[name] = methods[name][1](volume)
-            _synchronize(device)
+            synchronize(device)
             seconds[name].append(time.perf_counter() - start)
             memory[name].append(tracker.stop())
     voxels = x * y * z
     gflop = flops_per_slice * z / 1e9
     results: dict[str, dict[str, Any]] = {}
     for name, (batch_size, _) in methods.items():
-        summary = _seconds_summary(seconds[name], voxels, "voxels")
+        summary = seconds_summary(seconds[name], voxels, "voxels")
         summary["gflop_per_s"] = gflop / summary["median_s"]
-        results[name] = {"batch_size": batch_size, **summary, **_max_memory(memory[name])}
+        results[name] = {"batch_size": batch_size, **summary, **max_memory(memory[name])}
     streaming_names = [name for name in methods if name != "naive"]
     return {
         "variant": variant.name,

@@ -113,7 +113,7 @@ class PeakMemoryTracker:
         }
 
 
-def _max_memory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def max_memory(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """Element-wise maximum of :meth:`PeakMemoryTracker.stop` results (``None`` stays ``None``)."""
     merged: dict[str, Any] = {"rss_method": records[0]["rss_method"]}
     for key in ("peak_rss_mib", "rss_increase_mib", "peak_cuda_mib"):

@@ -21,8 +21,8 @@ from monai_lstmagan.bench.training import benchmark_training
 __all__ = ["run_benchmark"]
 
 
-def _package() -> ModuleType:
-    """The package ``monai_lstmagan.bench``, through which ``_ceilings`` and ``run_benchmark`` are called.
+def bench_package() -> ModuleType:
+    """The package ``monai_lstmagan.bench``, through which ``measured_ceilings`` and ``run_benchmark`` are called.
 
     Replacing them on the package (as the tests do) then takes effect, as when the benchmark was one module.
     """
@@ -48,7 +48,7 @@ def _device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def _ceilings(device: torch.device) -> dict[str, float]:
+def measured_ceilings(device: torch.device) -> dict[str, float]:
     """Matmul GFLOP/s per dtype on ``device``: fp32 (CPU); fp32, tf32 and bf16 (CUDA)."""
     if device.type != "cuda":
         return {"fp32": matmul_gflops(device)}
@@ -94,7 +94,7 @@ def run_benchmark(
         raise ValueError(f"bench: unknown variants {unknown}; choose from {sorted(VARIANTS)}.")
     if device.type != "cuda" and list(variants) != ["fp32"]:
         raise ValueError(f"bench: on '{device}' only the fp32 variant is measured, got {list(variants)}.")
-    ceilings = _package()._ceilings(device) if ceiling else {}
+    ceilings = bench_package().measured_ceilings(device) if ceiling else {}
     result: dict[str, Any] = {
         "device": _device_info(device),
         "config": {"training": asdict(training), "inference": asdict(inference)},
@@ -118,6 +118,6 @@ def run_benchmark(
         ],
     }
     if ceiling:  # again at the end: on a shared machine the load at the start may not be typical
-        again = _package()._ceilings(device)
+        again = bench_package().measured_ceilings(device)
         result["matmul_gflops"] = {dtype: max(value, ceilings[dtype]) for dtype, value in again.items()}
     return result

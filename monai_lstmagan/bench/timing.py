@@ -12,12 +12,12 @@ import torch
 __all__ = ["matmul_gflops"]
 
 
-def _synchronize(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _seconds_summary(seconds: Sequence[float], items: float, unit: str) -> dict[str, Any]:
+def seconds_summary(seconds: Sequence[float], items: float, unit: str) -> dict[str, Any]:
     median = statistics.median(seconds)
     return {"seconds": list(seconds), "median_s": median, "min_s": min(seconds), f"{unit}_per_s": items / median}
 
@@ -40,10 +40,10 @@ def matmul_gflops(
     b = torch.rand(size, size, generator=generator).to(device=device, dtype=dtype)
     times = []
     for index in range(repeats + 1):
-        _synchronize(device)
+        synchronize(device)
         start = time.perf_counter()
         torch.mm(a, b)
-        _synchronize(device)
+        synchronize(device)
         if index:
             times.append(time.perf_counter() - start)
     return 2.0 * size**3 / min(times) / 1e9

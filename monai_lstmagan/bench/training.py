@@ -1,4 +1,4 @@
-"""Training benchmark: ``AdversarialTrainer`` against a plain-PyTorch loop doing the same math, interleaved."""
+"""Training benchmark: ``LSTMAGANTrainer`` against a plain-PyTorch loop doing the same math, interleaved."""
 
 from __future__ import annotations
 
@@ -14,13 +14,13 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
-from monai_lstmagan.bench.config import VARIANTS, TrainingBenchConfig, Variant, _autocast, _check_variant
-from monai_lstmagan.bench.memory import PeakMemoryTracker, _max_memory
-from monai_lstmagan.bench.timing import _seconds_summary, _synchronize
-from monai_lstmagan.engine import AdversarialTrainer
+from monai_lstmagan.bench.config import VARIANTS, TrainingBenchConfig, Variant, variant_autocast, check_variant
+from monai_lstmagan.bench.memory import PeakMemoryTracker, max_memory
+from monai_lstmagan.bench.timing import seconds_summary, synchronize
+from monai_lstmagan.engines.trainer import LSTMAGANTrainer
 from monai_lstmagan.losses import HybridLoss, PerceptualLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
-from monai_lstmagan.transforms import bicubic_downsample
+from monai_lstmagan.transforms.ops import bicubic_downsample
 
 __all__ = ["ReferenceTrainingLoop", "benchmark_training"]
 
@@ -51,7 +51,7 @@ def _training_setup(
 
 
 class ReferenceTrainingLoop:
-    """Plain-PyTorch training step with the same math as ``AdversarialTrainer`` + ``WGANGPObjective`` + ``HybridLoss``.
+    """Plain-PyTorch training step with the same math as ``LSTMAGANTrainer`` + ``WGANGPObjective`` + ``HybridLoss``.
 
     One :meth:`step` on ``lr`` ``[B, T, 1, h, w]`` and ``hr`` ``[B, T, 1, H, W]`` (moved to ``device`` every step,
     as the engine's ``prepare_batch`` does): ``sr = G(lr)``; ``n_critic`` times: ``D(fake) - D(real) + 10 * GP``
@@ -94,17 +94,17 @@ class ReferenceTrainingLoop:
         setup = self.setup
         lr, hr = lr.to(self.device), hr.to(self.device)
         setup.g_optimizer.zero_grad(set_to_none=True)
-        with _autocast(self.variant):
+        with variant_autocast(self.variant):
             sr = self.generator(lr)
         fake = sr.detach().float()
         for _ in range(self.n_critic):
             setup.d_optimizer.zero_grad(set_to_none=True)
-            with _autocast(self.variant):
+            with variant_autocast(self.variant):
                 d_real, d_fake = setup.critic(hr).float(), setup.critic(fake).float()
                 d_loss = d_fake.mean() - d_real.mean() + self.gp_weight * self._gradient_penalty(hr, fake)
             d_loss.backward()
             setup.d_optimizer.step()
-        with _autocast(self.variant):
+        with variant_autocast(self.variant):
             setup.critic.requires_grad_(False)
             adversarial = -setup.critic(sr.float()).float().mean()
             setup.critic.requires_grad_(True)
@@ -129,7 +129,7 @@ def _training_batch(config: TrainingBenchConfig) -> dict[str, torch.Tensor]:
 def benchmark_training(
     config: TrainingBenchConfig, device: str | torch.device = "cpu", variant: Variant = VARIANTS["fp32"]
 ) -> dict[str, Any]:
-    """Time ``AdversarialTrainer`` iterations against :class:`ReferenceTrainingLoop`, interleaved one by one.
+    """Time ``LSTMAGANTrainer`` iterations against :class:`ReferenceTrainingLoop`, interleaved one by one.
 
     The reference step runs inside the engine's ``ITERATION_COMPLETED`` handler, so engine iteration ``i`` and
     reference iteration ``i`` run back to back and see the same machine load. An engine iteration is timed
@@ -155,7 +155,7 @@ def benchmark_training(
         ``max_loss_difference`` their largest absolute difference.
     """
     device = torch.device(device)
-    _check_variant(variant, device)
+    check_variant(variant, device)
     torch.manual_seed(config.seed)
     generator = LSTMAGANGenerator(scale=config.scale, **config.generator)
     critic = LSTMDiscriminator(num_slices=config.num_slices, **config.critic)
@@ -170,7 +170,7 @@ def benchmark_training(
     )
     engine_setup = _training_setup(generator, critic, perceptual.vgg, variant, device)
     batch = _training_batch(config)
-    trainer = AdversarialTrainer(
+    trainer = LSTMAGANTrainer(
         device=device,
         max_epochs=1,
         train_data_loader=[batch] * (config.warmup + config.iterations),
@@ -200,8 +200,8 @@ def benchmark_training(
             memory[side].append(mem)
 
     @trainer.on(Events.ITERATION_COMPLETED)
-    def _reference_step(engine: AdversarialTrainer) -> None:
-        _synchronize(device)
+    def _reference_step(engine: LSTMAGANTrainer) -> None:
+        synchronize(device)
         engine_end = time.perf_counter()
         index = engine.state.iteration - 1
         record("engine", index, engine_end - engine_start[0], engine.state.output)
@@ -209,7 +209,7 @@ def benchmark_training(
         tracker.start()
         reference_start = time.perf_counter()
         values = reference.step(batch["lr"], batch["hr"])
-        _synchronize(device)
+        synchronize(device)
         record("reference", index, time.perf_counter() - reference_start, values)
         torch.manual_seed(config.seed + index + 1)
         tracker.start()
@@ -223,7 +223,7 @@ def benchmark_training(
     slices = config.batch_size * config.num_slices
     result: dict[str, Any] = {"variant": variant.name, "slices_per_iteration": slices}
     for side in ("engine", "reference"):
-        result[side] = {**_seconds_summary(seconds[side], slices, "slices"), **_max_memory(memory[side])}
+        result[side] = {**seconds_summary(seconds[side], slices, "slices"), **max_memory(memory[side])}
     engine_median, reference_median = result["engine"]["median_s"], result["reference"]["median_s"]
     result["engine_time_ratio"] = engine_median / reference_median
     result["paired_time_ratio"] = statistics.median(e / r for e, r in zip(seconds["engine"], seconds["reference"]))

@@ -1,7 +1,7 @@
 """LSTMAGAN networks: ADC generator, LSTM and conv discriminators, VGG19 features, and the comparison
 generators of the field (FRDAGAN, FA-GAN, MedSRGAN), all built by name with :func:`build_generator`.
 
-Parameter/FLOP counting lives in :mod:`monai_lstmagan.networks.complexity` (also a ``python -m`` script).
+Parameter/FLOP counting lives in :mod:`monai_lstmagan.bench.complexity` (also a ``python -m`` script).
 """
 
 from torch import nn

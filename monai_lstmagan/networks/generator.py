@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from monai_lstmagan.networks.blocks import ADCBlock
+from monai_lstmagan.transforms.ops import bicubic_upsample_slices
 
 __all__ = [
     "SliceSRGenerator",
@@ -14,25 +14,12 @@ __all__ = [
     "SUPPORTED_SCALES",
     "RESIDUALS",
     "GENERATOR_NORMS",
-    "bicubic_upsample_slices",
     "pixel_shuffle_upsampler",
 ]
 
 SUPPORTED_SCALES = (2, 4, 8)
 RESIDUALS = ("bicubic", "none")
 GENERATOR_NORMS = ("none", "batch")
-
-
-def bicubic_upsample_slices(x: torch.Tensor, scale: int) -> torch.Tensor:
-    """The project's bicubic upsampling operator on slices: ``[N, C, h, w] -> [N, C, h*scale, w*scale]``.
-
-    Keys' cubic kernel with ``a = -0.5`` (MATLAB ``imresize`` / PIL ``BICUBIC``), ``align_corners=False``:
-    ``F.interpolate(mode="bicubic", antialias=True)``. (Without ``antialias`` PyTorch uses ``a = -0.75``
-    even when upsampling, which is another kernel.) It is the bicubic baseline
-    (:func:`monai_lstmagan.transforms.bicubic_upsample`) and the global residual of the generator.
-    """
-    size = [x.shape[-2] * scale, x.shape[-1] * scale]
-    return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
 
 
 def pixel_shuffle_upsampler(channels: int, scale: int, in_channels: int | None = None) -> nn.Sequential:
@@ -122,7 +109,7 @@ class LSTMAGANGenerator(SliceSRGenerator):
     ESRGAN-era practice; measured: the from-scratch form stays far below bicubic on a CPU budget).
     ``residual="none"`` is the paper-literal SRResNet output (ablation).
 
-    ``scale=1`` is the same-size refiner of through-plane SR (:mod:`monai_lstmagan.through_plane`): its input is
+    ``scale=1`` is the same-size refiner of through-plane SR (:mod:`monai_lstmagan.inference.through_plane`): its input is
     already interpolated along the slice axis, the residual is on top of that input, and there are no
     pixel-shuffle stages (any real factor, one network).
 

@@ -37,9 +37,9 @@ Modules: :mod:`~monai_lstmagan.zoo.vendoring` (the rewritten copy of the package
 from monai_lstmagan.zoo.cli import main
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, VENDOR_PACKAGE  # noqa: F401
 from monai_lstmagan.zoo.export import ZOO_DATASET_DIR, export_bundle  # noqa: F401
-from monai_lstmagan.zoo.vendoring import _absolute_package_imports  # noqa: F401
+from monai_lstmagan.zoo.vendoring import absolute_package_imports  # noqa: F401
 from monai_lstmagan.zoo.vendoring import rewrite_imports, vendor_config, vendor_package
-from monai_lstmagan.zoo.verify import _check_layout, _isolated, verify_bundle  # noqa: F401
+from monai_lstmagan.zoo.verify import check_layout, run_isolated, verify_bundle  # noqa: F401
 
 __all__ = [
     "PACKAGE",

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from monai.bundle import ConfigParser
 import yaml
 
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, VENDOR_PACKAGE, read_template
 from monai_lstmagan.zoo.vendoring import vendor_config, vendor_package
-from monai_lstmagan.zoo.verify import _isolated, _tail, verify_bundle
+from monai_lstmagan.zoo.verify import run_isolated, output_tail, verify_bundle
 
 __all__ = ["ZOO_DATASET_DIR", "export_bundle"]
 
@@ -52,8 +53,6 @@ def _dump_config(config: Mapping, path: Path, source_name: str) -> None:
 
 def _zoo_configs(bundle_dir: Path, generator_kwargs: Mapping[str, Any]) -> dict[str, dict]:
     """The repository bundle's configs, vendored, with the checkpoint's architecture and zoo paths."""
-    from monai.bundle import ConfigParser
-
     configs = {}
     for path in sorted((bundle_dir / "configs").iterdir()):
         if path.suffix not in (".yaml", ".yml", ".json") or path.name == "metadata.json":
@@ -231,13 +230,13 @@ def export_bundle(
     (out / "docs" / "README.md").write_text(_readme(generator_kwargs, num_parameters, facts, summary, notes, version))
 
     failures = []
-    result = _isolated(
+    result = run_isolated(
         out, out, True, "module", "monai.bundle", "ckpt_export", "network_def", "--filepath", "models/model.ts",
         "--ckpt_file", "models/model.pt", "--meta_file", "configs/metadata.json",
         "--config_file", "configs/inference.yaml", "--bundle_root", ".",
     )  # fmt: skip
     if result.returncode != 0:
-        failures.append(f"ckpt_export to models/model.ts failed:\n{_tail(result)}")
+        failures.append(f"ckpt_export to models/model.ts failed:\n{output_tail(result)}")
     _write_large_files(out, large_file_mb)
     if failures:
         return failures

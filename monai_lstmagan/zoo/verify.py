@@ -13,21 +13,23 @@ import sys
 import tempfile
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import torch
 import yaml
 
+from monai_lstmagan.io.geometry import upsampled_affine
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, read_template
-from monai_lstmagan.zoo.vendoring import _absolute_package_imports
+from monai_lstmagan.zoo.vendoring import absolute_package_imports
 
 __all__ = ["verify_bundle"]
 
 
-def _tail(result: subprocess.CompletedProcess, limit: int = 3000) -> str:
+def output_tail(result: subprocess.CompletedProcess, limit: int = 3000) -> str:
     return ((result.stdout or "") + (result.stderr or ""))[-limit:]
 
 
-def _isolated(bundle_dir: Path, cwd: Path, add_root: bool, mode: str, *payload: str) -> subprocess.CompletedProcess:
+def run_isolated(bundle_dir: Path, cwd: Path, add_root: bool, mode: str, *payload: str) -> subprocess.CompletedProcess:
     """Run ``python -I -B`` (no ``__pycache__`` left in the bundle) with the installed package blocked.
 
     ``add_root`` puts the bundle folder on ``sys.path`` (as ``python -m`` does for the working directory).
@@ -54,7 +56,7 @@ def _check_vendored(result: subprocess.CompletedProcess, bundle_dir: Path, what:
     return [f"{what}: modules loaded from outside the bundle: {outside}"] if outside else []
 
 
-def _check_layout(bundle: Path, large_file_mb: float) -> list[str]:
+def check_layout(bundle: Path, large_file_mb: float) -> list[str]:
     failures = []
     required = [
         "configs/metadata.json", "configs/inference.yaml", "configs/logging.conf", "models/model.pt", "models/model.ts",
@@ -63,7 +65,7 @@ def _check_layout(bundle: Path, large_file_mb: float) -> list[str]:
     ]  # fmt: skip
     failures += [f"missing {name}" for name in required if not (bundle / name).is_file()]
     for path in sorted((bundle / "scripts").rglob("*.py")):
-        lines = _absolute_package_imports(path.read_text(encoding="utf-8"))
+        lines = absolute_package_imports(path.read_text(encoding="utf-8"))
         if lines:
             failures.append(f"{path.relative_to(bundle)} still imports the installed {PACKAGE} (lines {lines})")
     if (bundle / "large_files.yml").is_file():
@@ -81,10 +83,6 @@ def _check_layout(bundle: Path, large_file_mb: float) -> list[str]:
 
 
 def _check_inference_run(bundle: Path, work: Path) -> list[str]:
-    import nibabel as nib
-
-    from monai_lstmagan.inference import upsampled_affine
-
     with open(bundle / "configs" / "metadata.json") as f:
         spatial = json.load(f)["network_data_format"]["outputs"]
     scale = int(str(next(iter(spatial.values()))["spatial_shape"][0]).split("*")[0]) // 16
@@ -96,7 +94,7 @@ def _check_inference_run(bundle: Path, work: Path) -> list[str]:
     affine = np.diag([0.9, 0.8, 5.0, 1.0])
     affine[:3, 3] = [-14.0, 11.0, 30.0]
     nib.save(nib.Nifti1Image(volume, affine), str(run_dir / "probe.nii.gz"))
-    result = _isolated(
+    result = run_isolated(
         bundle, run_dir, False, "module", "monai.bundle", "run",
         "--config_file", str(bundle / "configs" / "inference.yaml"),
         "--meta_file", str(bundle / "configs" / "metadata.json"),
@@ -104,7 +102,7 @@ def _check_inference_run(bundle: Path, work: Path) -> list[str]:
         "--input", "probe.nii.gz", "--output_dir", "out", "--progress", "False", "--device", "cpu",
     )  # fmt: skip
     if result.returncode != 0:
-        return [f"inference run from another working directory failed:\n{_tail(result)}"]
+        return [f"inference run from another working directory failed:\n{output_tail(result)}"]
     failures = _check_vendored(result, bundle, "inference run")
     out = run_dir / "out" / "probe_sr.nii.gz"
     if not out.is_file():
@@ -124,23 +122,23 @@ def verify_bundle(bundle_dir: str, large_file_mb: float = LARGE_FILE_MB) -> list
         the failed checks, each a message (empty when everything passed).
     """
     bundle = Path(bundle_dir).resolve()
-    failures = _check_layout(bundle, large_file_mb)
+    failures = check_layout(bundle, large_file_mb)
     if failures:
         return failures
     with tempfile.TemporaryDirectory(prefix="lstmagan-zoo-check-") as tmp:
         work = Path(tmp)
-        result = _isolated(bundle, bundle, True, "code", read_template("api_checks.py"))
+        result = run_isolated(bundle, bundle, True, "code", read_template("api_checks.py"))
         if result.returncode != 0:
-            failures.append(f"config/metadata/network/TorchScript checks failed:\n{_tail(result)}")
+            failures.append(f"config/metadata/network/TorchScript checks failed:\n{output_tail(result)}")
         else:
             failures += _check_vendored(result, bundle, "config/metadata/network/TorchScript checks")
-        result = _isolated(
+        result = run_isolated(
             bundle, bundle, True, "module", "monai.bundle", "ckpt_export", "network_def",
             "--filepath", str(work / "reexport.ts"), "--ckpt_file", "models/model.pt",
             "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.yaml", "--bundle_root", ".",
         )  # fmt: skip
         if result.returncode != 0:
-            failures.append(f"ckpt_export failed:\n{_tail(result)}")
+            failures.append(f"ckpt_export failed:\n{output_tail(result)}")
         else:
             failures += _check_vendored(result, bundle, "ckpt_export")
             shipped = torch.jit.load(str(bundle / "models" / "model.ts"))

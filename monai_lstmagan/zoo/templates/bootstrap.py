@@ -1,4 +1,4 @@
-# Bootstrap of every isolated check process of monai_lstmagan.zoo: verify._isolated runs it as
+# Bootstrap of every isolated check process of monai_lstmagan.zoo: verify.run_isolated runs it as
 # ``python -I -B -c <this file's text> BUNDLE_DIR ADD_ROOT MODE PAYLOAD...`` (ADD_ROOT "1"/"0": put BUNDLE_DIR on
 # sys.path; MODE "module": run the module PAYLOAD[0] with arguments PAYLOAD[1:], "code": exec PAYLOAD[0] with the
 # global BUNDLE). Importing the installed monai_lstmagan raises ModuleNotFoundError; at exit the process prints the

@@ -1,6 +1,6 @@
-"""Adversarial super-resolution training as a MONAI ``SupervisedTrainer``.
+"""LSTMAGAN training: adversarial super-resolution as a MONAI ``SupervisedTrainer``.
 
-:class:`AdversarialTrainer` keeps the generator G as ``network`` (so MONAI's inferer, validation,
+:class:`LSTMAGANTrainer` keeps the generator G as ``network`` (so MONAI's inferer, validation,
 checkpoint and export machinery work unchanged) and adds a discriminator (critic) D with its own
 optimizer. One ``_iteration`` on a batch ``{"lr": [B, T, 1, h, w], "hr": [B, T, 1, H, W]}``:
 
@@ -28,80 +28,19 @@ from typing import Any
 import torch
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
-from monai.engines.workflow import Workflow
 from monai.inferers import Inferer
 from monai.utils import AdversarialIterationEvents
 from monai.utils.enums import CommonKeys as Keys
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader
 
-from monai_lstmagan.checkpoints import unwrap_module
-from monai_lstmagan.losses import D_LOSS_KEYS, G_LOSS_KEYS, HybridLoss, LossKeys
+from monai_lstmagan.engines.utils import prepare_sr_batch, unwrap_module
+from monai_lstmagan.losses import G_LOSS_KEYS, HybridLoss, LossKeys
 
-__all__ = ["AdversarialTrainer", "SliceStackInferer", "prepare_sr_batch", "loss_values"]
-
-
-def prepare_sr_batch(
-    batchdata: dict[str, torch.Tensor], device: str | torch.device | None = None, non_blocking: bool = False, **kwargs
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``prepare_batch`` for MONAI engines: ``(lr, hr)`` as plain tensors on ``device``.
-
-    Args:
-        batchdata: a collated batch with "lr" ``[B, T, 1, h, w]`` and "hr" ``[B, T, 1, H, W]``.
-        device, non_blocking, kwargs: passed to ``Tensor.to``.
-    """
-    for key in ("lr", "hr"):
-        if key not in batchdata:
-            raise KeyError(f"training/validation batch has no '{key}' entry (found {sorted(batchdata)}).")
-    lr, hr = (torch.as_tensor(batchdata[k]) for k in ("lr", "hr"))  # drop MetaTensor: faster and no meta in G
-    return (
-        lr.as_subclass(torch.Tensor).to(device=device, non_blocking=non_blocking, **kwargs),
-        hr.as_subclass(torch.Tensor).to(device=device, non_blocking=non_blocking, **kwargs),
-    )
+__all__ = ["LSTMAGANTrainer", "AdversarialTrainer"]
 
 
-def loss_values(output: Any) -> dict[str, float]:
-    """``output_transform`` for StatsHandler / TensorBoardStatsHandler: the scalar losses of the trainer output.
-
-    Returns ``{name: float}`` for the :class:`~monai_lstmagan.losses.LossKeys` present in ``output`` (the D
-    entries are absent during warm-up).
-    """
-    if isinstance(output, list):  # decollated output: every item holds the same scalars
-        output = output[0]
-    values = {}
-    for key in (*G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, *D_LOSS_KEYS, LossKeys.ADVERSARIAL_SCALE):
-        if key in output and output[key] is not None:
-            value = output[key]
-            values[key] = float(value.item() if isinstance(value, torch.Tensor) else value)
-    return values
-
-
-class SliceStackInferer(Inferer):
-    """Run a 2D network over a stack of slices in chunks, for whole-volume validation.
-
-    Args:
-        slice_batch_size: number of slices per forward pass (bounds the memory).
-
-    ``inputs`` ``[B, T, C, h, w]`` (or ``[N, C, h, w]``) -> network output for every slice, with the
-    same leading dims: ``[B, T, C', H, W]`` (or ``[N, C', H, W]``).
-    """
-
-    def __init__(self, slice_batch_size: int = 8) -> None:
-        super().__init__()
-        if slice_batch_size < 1:
-            raise ValueError(f"slice_batch_size must be >= 1, got {slice_batch_size}.")
-        self.slice_batch_size = slice_batch_size
-
-    def __call__(self, inputs: torch.Tensor, network: Callable[..., torch.Tensor], *args: Any, **kwargs: Any):
-        if inputs.ndim not in (4, 5):
-            raise ValueError(f"SliceStackInferer expects [N, C, h, w] or [B, T, C, h, w], got {tuple(inputs.shape)}.")
-        lead = inputs.shape[:-3]
-        slices = inputs.reshape(-1, *inputs.shape[-3:])
-        outputs = torch.cat([network(chunk, *args, **kwargs) for chunk in slices.split(self.slice_batch_size)])
-        return outputs.reshape(*lead, *outputs.shape[1:])
-
-
-class AdversarialTrainer(SupervisedTrainer):
+class LSTMAGANTrainer(SupervisedTrainer):
     """Super-resolution GAN trainer: ``n_critic`` discriminator steps, then one generator step, per iteration.
 
     Args:
@@ -220,10 +159,6 @@ class AdversarialTrainer(SupervisedTrainer):
         if train_handlers is not None:
             self._register_handlers(train_handlers)
 
-    def run(self) -> None:  # type: ignore[override]
-        """Run training; unlike ``Trainer.run`` the GradScalers persist, so their state can be resumed."""
-        Workflow.run(self)
-
     def adversarial_scale(self, iteration: int) -> float:
         """Factor of the adversarial term at a 1-based ``iteration``: 0 during warm-up (and without D), then a ramp to 1."""
         adversarial_iteration = iteration - self.warmup_iterations
@@ -238,7 +173,7 @@ class AdversarialTrainer(SupervisedTrainer):
             return nullcontext()
         return torch.autocast(device_type=self.state.device.type, **self.amp_kwargs)
 
-    def _discriminator_step(self, engine: AdversarialTrainer, real: torch.Tensor, fake: torch.Tensor) -> None:
+    def _discriminator_step(self, engine: LSTMAGANTrainer, real: torch.Tensor, fake: torch.Tensor) -> None:
         """One D step on ``(real, fake)`` ``[B, T, 1, H, W]`` (``fake`` detached); G is untouched.
 
         Stores the critic statistics (:data:`~monai_lstmagan.losses.D_LOSS_KEYS`) in ``engine.state.output``.
@@ -287,7 +222,7 @@ class AdversarialTrainer(SupervisedTrainer):
             return self.loss_function(sr, hr)
         return self.warmup_loss_function(sr, hr)
 
-    def _generator_step(self, engine: AdversarialTrainer, sr: torch.Tensor, hr: torch.Tensor, scale: float) -> None:
+    def _generator_step(self, engine: LSTMAGANTrainer, sr: torch.Tensor, hr: torch.Tensor, scale: float) -> None:
         """One G step on the loss of :meth:`_generator_losses`; stores :data:`~monai_lstmagan.losses.G_LOSS_KEYS`.
 
         Args:
@@ -309,7 +244,7 @@ class AdversarialTrainer(SupervisedTrainer):
         engine.g_scaler.update()
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
 
-    def _iteration(self, engine: AdversarialTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+    def _iteration(self, engine: LSTMAGANTrainer, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         """One training iteration: G forward, ``n_critic`` D steps (after the warm-up), then one G step.
 
         Args:
@@ -355,3 +290,7 @@ class AdversarialTrainer(SupervisedTrainer):
             if scaler_state and scaler.is_enabled():
                 scaler.load_state_dict(scaler_state)
         super().load_state_dict(state_dict)
+
+
+AdversarialTrainer = LSTMAGANTrainer
+"""The former name, kept for configs written before the rename (``monai.engines`` has its own ``AdversarialTrainer``)."""

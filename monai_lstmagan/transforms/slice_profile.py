@@ -4,13 +4,13 @@ Every operator here is a weight matrix ``W`` of shape ``[num_out, num_in]`` appl
 tensor (:func:`apply_along_axis`). The grid convention is the project's (``align_corners=False``): output
 sample ``j`` is centred at input coordinate ``c_j = (j + 0.5) * num_in / num_out - 0.5``, so the first and
 last edges of the two grids coincide (the same physical extent), as in
-:func:`monai_lstmagan.inference.upsampled_affine`. Factors need not be integers.
+:func:`monai_lstmagan.io.geometry.upsampled_affine`. Factors need not be integers.
 
 - :func:`slice_profile_matrix`: what a thick slice measures. Sample ``j`` is the integral, over each input
   pixel ``[i - 0.5, i + 0.5]``, of a slice profile centred at ``c_j`` of full width at half maximum
   ``fwhm`` input pixels: ``"gaussian"`` (SMORE's model of an MR slice profile) or ``"box"`` (contiguous
   slices that average their thickness; a box of width 3 over an impulse is 3 pixels of 1/3).
-- :func:`interpolation_matrix`: cubic (Keys, ``a = -0.5``, the kernel of :func:`bicubic_upsample_slices`)
+- :func:`interpolation_matrix`: cubic (Keys, ``a = -0.5``, the kernel of :func:`~monai_lstmagan.transforms.ops.bicubic_upsample_slices`)
   or linear interpolation, with PIL's edge rule (taps outside the grid dropped and the weights renormalised),
   which makes ``"cubic"`` equal to ``F.interpolate(mode="bicubic", antialias=True)`` along that axis.
 
@@ -21,12 +21,16 @@ Rows are normalised to sum to one, so a constant stays constant up to the edges.
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from functools import lru_cache
 
 import torch
 
+from monai_lstmagan.transforms.ops import keys_cubic
+
 __all__ = [
     "PROFILES",
+    "DEFAULT_PROFILE",
     "INTERPOLATIONS",
     "slice_profile_matrix",
     "interpolation_matrix",
@@ -40,6 +44,9 @@ __all__ = [
 
 PROFILES = ("gaussian", "box")
 """Slice profiles of :func:`slice_profile_matrix`."""
+DEFAULT_PROFILE = "box"
+"""The profile assumed when none is given, everywhere (CLI, configs, transforms): contiguous slices that average
+their thickness, what a reconstructed CT or a 2D MR stack without gaps is."""
 INTERPOLATIONS = ("cubic", "linear")
 """Interpolation kernels of :func:`interpolation_matrix` (the baselines users have today)."""
 
@@ -58,7 +65,7 @@ def _normalised(weights: torch.Tensor) -> torch.Tensor:
 
 
 @lru_cache(maxsize=256)
-def slice_profile_matrix(num_in: int, num_out: int, fwhm: float, profile: str = "gaussian") -> torch.Tensor:
+def slice_profile_matrix(num_in: int, num_out: int, fwhm: float, profile: str = DEFAULT_PROFILE) -> torch.Tensor:
     """``[num_out, num_in]`` weights of thick samples measured from a fine grid with a slice profile.
 
     Args:
@@ -87,13 +94,6 @@ def slice_profile_matrix(num_in: int, num_out: int, fwhm: float, profile: str = 
     return _normalised(weights)
 
 
-def _keys_cubic(d: torch.Tensor, a: float = -0.5) -> torch.Tensor:
-    d = d.abs()
-    near = ((a + 2.0) * d - (a + 3.0)) * d * d + 1.0
-    far = ((a * d - 5.0 * a) * d + 8.0 * a) * d - 4.0 * a
-    return torch.where(d <= 1.0, near, torch.where(d < 2.0, far, torch.zeros_like(d)))
-
-
 @lru_cache(maxsize=256)
 def interpolation_matrix(num_in: int, num_out: int, mode: str = "cubic") -> torch.Tensor:
     """``[num_out, num_in]`` interpolation weights from a coarse grid of ``num_in`` to ``num_out`` samples.
@@ -108,7 +108,7 @@ def interpolation_matrix(num_in: int, num_out: int, mode: str = "cubic") -> torc
     if mode not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {mode!r}.")
     offsets = torch.arange(num_in, dtype=torch.float64)[None, :] - _sample_centres(num_in, num_out)[:, None]
-    weights = _keys_cubic(offsets) if mode == "cubic" else (1.0 - offsets.abs()).clamp(min=0.0)
+    weights = keys_cubic(offsets) if mode == "cubic" else (1.0 - offsets.abs()).clamp(min=0.0)
     return _normalised(weights)
 
 
@@ -121,7 +121,7 @@ def apply_along_axis(x: torch.Tensor, weights: torch.Tensor, axis: int) -> torch
     return torch.movedim(out, -1, axis).to(x.dtype)
 
 
-def degrade_axis(x: torch.Tensor, axis: int, num_out: int, fwhm: float, profile: str = "gaussian") -> torch.Tensor:
+def degrade_axis(x: torch.Tensor, axis: int, num_out: int, fwhm: float, profile: str = DEFAULT_PROFILE) -> torch.Tensor:
     """Thick samples of ``x`` along ``axis`` (:func:`slice_profile_matrix`): ``x.shape[axis] -> num_out``."""
     return apply_along_axis(x, slice_profile_matrix(x.shape[axis], num_out, fwhm, profile), axis)
 
@@ -136,7 +136,7 @@ def thick_slice_pair(
     target_length: int,
     thick_length: int,
     thick_fwhm: float,
-    profile: str = "gaussian",
+    profile: str = DEFAULT_PROFILE,
     interpolation: str = "cubic",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A self-supervised training pair of through-plane SR from fine in-plane patches (SMORE).
@@ -179,8 +179,6 @@ def thick_grid(num_slices: int, factor: float) -> tuple[int, int, int]:
     Raises:
         ValueError: the factor is not > 1, or fewer than ``p`` slices (one thick slice) are given.
     """
-    from fractions import Fraction
-
     if not factor > 1.0:
         raise ValueError(f"the through-plane factor must be > 1, got {factor}.")
     fraction = Fraction(factor).limit_denominator(16)
@@ -195,7 +193,7 @@ def thick_grid(num_slices: int, factor: float) -> tuple[int, int, int]:
 
 
 def simulate_thick_slices(
-    volume: torch.Tensor, factor: float, thickness_ratio: float = 1.0, profile: str = "box"
+    volume: torch.Tensor, factor: float, thickness_ratio: float = 1.0, profile: str = DEFAULT_PROFILE
 ) -> tuple[torch.Tensor, tuple[int, int]]:
     """Thick slices along Z of a volume ``[..., Z]``: ``(thick [..., Z_thick], (start, stop))`` of the thin
     slices the thick grid covers (``(stop - start) / Z_thick`` is the real factor)."""

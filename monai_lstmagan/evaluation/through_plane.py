@@ -1,17 +1,17 @@
 """Evaluation of through-plane SR that can be trusted: simulated thick slices of real volumes, scored against
 the slices they were made from, next to the interpolation users have today (cubic and linear along Z).
 
-Per volume (normalised and masked as everywhere, :func:`monai_lstmagan.transforms.volume_transforms`):
+Per volume (normalised and masked as everywhere, :func:`monai_lstmagan.transforms.intensity.volume_transforms`):
 
 1. the truth is the volume's own slices along Z, cropped to what a thick grid of ``factor`` covers exactly
-   (:func:`monai_lstmagan.slice_profile.thick_grid`);
+   (:func:`monai_lstmagan.transforms.slice_profile.thick_grid`);
 2. the thick input is the truth measured with the slice profile (Gaussian FWHM or box of
    ``thickness_ratio x factor`` slices) at ``factor`` times the spacing, the operator training uses;
 3. methods: ``cubic`` and ``linear`` interpolation along Z, ``model`` (the refiner as it is) and ``sr`` (the
    refiner after per-scan self-supervised fine-tuning on the thick input alone, what ``lstmagan-sr
    --through-plane`` does; it never sees the truth);
 4. foreground and whole-volume PSNR / SSIM (data range 1) with
-   :func:`monai_lstmagan.evaluation.volume_metrics`, SSIM 2D on the planes of fixed X (rows Z), which show the
+   :func:`monai_lstmagan.metrics.volume_metrics`, SSIM 2D on the planes of fixed X (rows Z), which show the
    slice axis; ``metrics.csv``, ``summary.json`` (mean +- std over volumes) and a panel per volume.
 
 With thin-slice volumes (BraTS 1 mm, thin-slice CT) the truth is thin; with the two thick sample scans of
@@ -28,14 +28,20 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from monai_lstmagan.evaluation import REGIONS, _volume_name, select_volumes, volume_metrics, write_results
-from monai_lstmagan.inference import check_output_dir
-from monai_lstmagan.plots import plot_comparison
-from monai_lstmagan.slice_profile import INTERPOLATIONS, interpolate_axis, simulate_thick_slices
-from monai_lstmagan.through_plane import (
+from monai.data import MetaTensor
+
+from monai_lstmagan.evaluation.in_plane import select_volumes
+from monai_lstmagan.evaluation.report import volume_name, write_results
+from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.inference.through_plane import (
     DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tuned_copy, load_refiner,
     super_resolve_slice_axis,
 )  # fmt: skip
+from monai_lstmagan.io.paths import check_output_dir
+from monai_lstmagan.metrics import REGIONS, volume_metrics
+from monai_lstmagan.plots import plot_comparison
+from monai_lstmagan.transforms.intensity import ForegroundMaskd, volume_transforms
+from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, INTERPOLATIONS, interpolate_axis, simulate_thick_slices
 
 __all__ = ["evaluate_through_plane"]
 
@@ -59,7 +65,7 @@ def evaluate_through_plane(
     split: str = "all",
     factor: float = 2.0,
     thickness_ratio: float = 1.0,
-    profile: str = "box",
+    profile: str = DEFAULT_PROFILE,
     assumed_profile: str | None = None,
     fine_tune_iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
     fine_tune_seconds: float | None = DEFAULT_FINE_TUNE_SECONDS,
@@ -89,19 +95,16 @@ def evaluate_through_plane(
     Returns:
         the summary written to ``summary.json``.
     """
-    from monai.data import MetaTensor
-
-    from monai_lstmagan.transforms import ForegroundMaskd, volume_transforms
-
     output_dir = check_output_dir(output_dir)
     items = select_volumes(dataset_dir, datalist_file, split, modality)
     refiner = load_refiner(ckpt_path) if ckpt_path else default_refiner(seed)
-    device = torch.device(device)
+    options = InferenceOptions(batch_size, device)
+    device = options.torch_device
     rows: list[dict[str, Any]] = []
     used_names: set[str] = set()
     fine_tuning: dict[str, Any] = {}
     for item in tqdm(items, desc="evaluating", unit="volume", disable=not progress):
-        name = _volume_name(item, used_names)
+        name = volume_name(item, used_names)
         data = volume_transforms(item.get("modality", modality))({"image": item["image"], "modality": item.get("modality", modality)})
         image, mask = data["image"], data["mask"]
         spacing = [float(s) for s in image.pixdim]
@@ -113,7 +116,7 @@ def evaluate_through_plane(
         truth_mask = mask[0].as_tensor().float()[..., start:stop]
         real_factor = (stop - start) / thick.shape[-1]
         outputs = {mode: interpolate_axis(thick, -1, stop - start, mode).clamp(0.0, 1.0) for mode in INTERPOLATIONS}
-        outputs["model"] = super_resolve_slice_axis(refiner, thick, stop - start, batch_size, device)
+        outputs["model"] = super_resolve_slice_axis(refiner, thick, stop - start, options)
         if fine_tune_iterations > 0:
             thick_affine = torch.as_tensor(np.diag([spacing[0], spacing[1], spacing[2] * real_factor, 1.0]))
             thick_image = MetaTensor(thick[None], affine=thick_affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
@@ -122,7 +125,7 @@ def evaluate_through_plane(
                 refiner, thick_image, thick_mask, real_factor, fine_tune_iterations, thickness_ratio=thickness_ratio,
                 profile=assumed_profile or profile, time_limit=fine_tune_seconds, seed=seed, device=device,
             )  # fmt: skip
-            outputs["sr"] = super_resolve_slice_axis(model, thick, stop - start, batch_size, device)
+            outputs["sr"] = super_resolve_slice_axis(model, thick, stop - start, options)
         for method, pred in outputs.items():
             metrics = volume_metrics(_planes(pred), _planes(truth), _planes(truth_mask))
             for region in REGIONS:

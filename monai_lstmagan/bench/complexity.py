@@ -1,6 +1,6 @@
 """Parameter and FLOP counts of the networks, measured with forward hooks.
 
-``python -m monai_lstmagan.networks.complexity`` prints a markdown table for the default generator at
+``python -m monai_lstmagan.bench.complexity`` prints a markdown table for the default generator at
 x2 and x4 (and the small CPU configuration), per 128x128 LR input slice, then the same table for the comparison
 generators (FRDAGAN, FA-GAN, MedSRGAN: the papers' default sizes, a small CPU preset and the sizes trained in the
 README's comparison, ``bundle/configs/<model>.yaml``). With ``--checkpoints NAME=model.pt ...`` it prints instead, for
@@ -19,6 +19,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.networks import build_generator
 from monai_lstmagan.networks.fa_gan import SelfAttention
 
 __all__ = [
@@ -140,8 +142,6 @@ def generator_complexity_table(
         scales: upsampling factors.
         input_size: side of the square LR input slice.
     """
-    from monai_lstmagan.networks import build_generator
-
     if configs is None:
         configs = [
             ("default (16 blocks, 64 ch)", {}),
@@ -201,8 +201,6 @@ def checkpoint_timing_table(checkpoints: Sequence[tuple[str, str]], input_size: 
         input_size: side of the square LR slice.
         repeats: timed forward passes per model (the median is reported).
     """
-    from monai_lstmagan.checkpoints import load_generator
-
     lines = [
         f"| model | architecture | scale | parameters | GFLOPs per {input_size}x{input_size} LR slice | "
         f"CPU ms per slice (median of {repeats}, {torch.get_num_threads()} thread(s)) |",

@@ -11,6 +11,7 @@ one file system). Finished files get the usual permissions (``0o666`` minus the 
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_files", "default_file_mode"]
+__all__ = ["atomic_write", "atomic_write_json", "atomic_files", "default_file_mode"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -66,6 +67,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "wb", newline: str | None 
         if os.path.exists(tmp_path):
             os.remove(tmp_path)
         raise
+
+
+def atomic_write_json(obj: object, path: str | os.PathLike, what: str = "file") -> None:
+    """``obj`` as indented JSON (with a final newline) at ``path``, written atomically (:func:`atomic_write`)."""
+    with atomic_write(path, "w", what=what) as f:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
 
 
 @contextmanager

@@ -1,16 +1,19 @@
-"""The one place that reads and checks a volume file: suffixes, integrity, voxels, geometry.
+"""The one reader and the one writer of volume files: integrity, voxels, geometry, voxel types.
 
 Every entry point (the training transforms, the start-up scan of ``data.check_volumes``, inference and
 evaluation) goes through this module, so a bad file gets the same error naming the file wherever it
 enters, and the same formats are accepted everywhere:
 
-- :data:`VOLUME_SUFFIXES`: NIfTI (``.nii.gz``, ``.nii``, read by nibabel), MetaImage (``.mhd`` with its
-  ``.raw``/``.zraw``, ``.mha``) and NRRD (``.nrrd``, ``.nhdr``), read by ITK;
+- the suffixes (:data:`monai_lstmagan.io.paths.VOLUME_SUFFIXES`): NIfTI (``.nii.gz``, ``.nii``, read by
+  nibabel), MetaImage (``.mhd`` with its ``.raw``/``.zraw``, ``.mha``) and NRRD (``.nrrd``, ``.nhdr``), read by ITK;
 - :func:`check_file`: the file-level problems a reader may not notice: a ``.nii.gz`` whose gzip stream is
   corrupt or truncated (nibabel stops reading before the gzip trailer, so the CRC is never checked), a
   ``.mhd`` whose data file is missing or shorter than its header says;
 - :func:`voxel_problem`: NaN/Inf voxels, a constant image;
-- :func:`read_scan`: array + affine (RAS) + voxel type + what is needed to write the volume back.
+- :func:`read_scan`: array + affine (RAS) + voxel type + what is needed to write the volume back;
+- :func:`write_scan`: an array with its RAS affine in the format of a scan read (or a plain NIfTI / ITK file);
+- :func:`scan_files`: every file a scan consists of (a ``.mhd`` and the data file its header names), so that
+  no output replaces one.
 
 The 4D rule, shared by training and inference: a 4D NIfTI image uses its first volume (index 0 of the 4th
 axis), with a warning.
@@ -27,45 +30,25 @@ import zlib
 from dataclasses import dataclass
 from typing import Any
 
+import itk
+import nibabel as nib
 import numpy as np
 
+from monai_lstmagan.io.geometry import LPS_TO_RAS
+from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
+
 __all__ = [
-    "VOLUME_SUFFIXES",
-    "NIFTI_SUFFIXES",
     "BadVolume",
-    "volume_suffix",
-    "split_suffix",
     "mhd_data_file",
+    "scan_files",
     "check_file",
     "read_voxels",
     "voxel_problem",
     "Scan",
     "read_scan",
+    "to_voxel_type",
+    "write_scan",
 ]
-
-NIFTI_SUFFIXES = (".nii.gz", ".nii")
-ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
-VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-"""File name endings read as volumes, everywhere (training, evaluation, inference)."""
-LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def volume_suffix(path: str | os.PathLike) -> str | None:
-    """The volume suffix of ``path`` (lower case, e.g. ``".nii.gz"``) or None."""
-    name = os.fspath(path).lower()
-    for suffix in VOLUME_SUFFIXES:
-        if name.endswith(suffix):
-            return suffix
-    return None
-
-
-def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
-    """``(stem, suffix)`` of a volume file's name, the suffix as written; ValueError naming the file otherwise."""
-    name = os.path.basename(os.fspath(path))
-    suffix = volume_suffix(name)
-    if suffix is None:
-        raise ValueError(f"'{os.fspath(path)}': unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)}.")
-    return name[: -len(suffix)], name[-len(suffix) :]
 
 
 _MET_BYTES = {
@@ -166,8 +149,6 @@ def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
     A ``.nii.gz`` is inflated once, completely (nibabel alone stops before the gzip trailer and so never
     checks the CRC), and parsed from memory.
     """
-    import nibabel as nib
-
     raw = _inflate(path) if volume_suffix(path) == ".nii.gz" else None
     try:
         if raw is None:
@@ -182,8 +163,6 @@ def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
 
 def _open_itk(path: str) -> Any:
     """The ITK image; :class:`BadVolume` when ITK cannot read it."""
-    import itk
-
     try:
         return itk.imread(path)
     except Exception as e:
@@ -198,14 +177,10 @@ def read_voxels(path: str) -> tuple[np.ndarray, int]:
     """
     check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
     if volume_suffix(path) in NIFTI_SUFFIXES:
-        import nibabel as nib
-
         image, voxels = _open_nifti(path)
         codes = nib.orientations.aff2axcodes(image.affine)
         axial = next((i for i, c in enumerate(codes) if c in ("S", "I")), 2)
         return voxels, axial
-    import itk
-
     image = _open_itk(path)
     voxels = itk.array_from_image(image)  # index order reversed: ([t,] z, y, x[, components])
     ndim = image.GetImageDimension()
@@ -302,8 +277,6 @@ def _read_checked_scan(path: str) -> Scan:
         scaled = bool(slope != 1.0 or inter != 0.0)
         dtype = np.dtype(image.get_data_dtype())
         return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
-    import itk
-
     image = _open_itk(path)
     if image.GetImageDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
@@ -317,3 +290,88 @@ def _read_checked_scan(path: str) -> Scan:
     affine_lps[:3, :3] = direction * spacing
     affine_lps[:3, 3] = np.asarray(image.GetOrigin(), float)
     return Scan(path, array, LPS_TO_RAS @ affine_lps, array.dtype, None, _itk_compressed(path))
+
+
+def _nhdr_data_file(path: str) -> str | None:
+    """The data file of a detached NRRD header (``data file:`` / ``datafile:``), or None."""
+    try:
+        with open(path, "rb") as f:
+            text = f.read(1 << 16).decode("latin-1")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip().lower() in ("data file", "datafile") and value.strip():
+            name = value.strip()
+            return None if name.startswith("LIST") or "%" in name else os.path.join(os.path.dirname(path), name)
+    return None
+
+
+def scan_files(path: str) -> set[str]:
+    """The real paths of every file a scan is made of: the file itself and, for a ``.mhd`` / ``.nhdr`` header,
+    the data file its header names (parsed as the reader parses it: the ``ElementDataFile`` key itself)."""
+    files = {os.path.realpath(path)}
+    suffix = volume_suffix(path)
+    try:
+        data_file = mhd_data_file(path) if suffix == ".mhd" else _nhdr_data_file(path) if suffix == ".nhdr" else None
+    except BadVolume:
+        data_file = None  # not a readable header: the reader will say so; the header file itself is protected
+    if data_file is not None:
+        files.add(os.path.realpath(data_file))
+    return files
+
+
+def to_voxel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """``values`` stored as ``dtype``: integer types are rounded and clipped to their range."""
+    dtype = np.dtype(dtype)
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
+    return values.astype(dtype)
+
+
+def write_scan(array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype | None = None, like: Scan | None = None) -> None:
+    """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix.
+
+    Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files` (nibabel and ITK pick
+    the format from the final name).
+
+    Args:
+        array: ``[I, J, K]`` voxel values in output units.
+        affine: 4x4 voxel-to-world matrix in RAS.
+        path: the file to write (``.nii``/``.nii.gz`` with nibabel, ``.mhd``/``.mha``/``.nrrd`` with ITK).
+        dtype: the stored voxel type (None: ``array``'s). A float ``array`` with an integer ``dtype`` and a NIfTI
+            ``like`` (a scaled input) is stored with a scaling chosen by nibabel.
+        like: the scan read from the input, whose header (NIfTI: codes, units, description) and compression
+            (ITK formats) the output keeps; None: a plain header.
+    """
+    dtype = np.dtype(array.dtype if dtype is None else dtype)
+    if volume_suffix(path) in NIFTI_SUFFIXES:
+        if like is not None and like.header is not None:
+            header = like.header.copy()
+            header.set_data_dtype(dtype)
+            header.set_slope_inter(np.nan, np.nan)  # nibabel picks a scaling for float data stored as integers
+            image = nib.Nifti1Image(array, affine, header=header)
+            sform_code, qform_code = int(like.header["sform_code"]), int(like.header["qform_code"])
+            if sform_code or qform_code:
+                image.set_sform(affine, code=sform_code)
+                image.set_qform(affine, code=qform_code)
+        else:
+            image = nib.Nifti1Image(to_voxel_type(array, dtype), affine)
+        nib.save(image, path)
+        return
+    source = like.path if like is not None else path
+    try:
+        image = itk.image_from_array(np.ascontiguousarray(to_voxel_type(array, dtype).transpose(2, 1, 0)))
+    except Exception as e:  # ITK's Python wrapping covers a subset of voxel types
+        raise ValueError(
+            f"'{source}': ITK cannot write voxel type {dtype} ({type(e).__name__}); choose another output "
+            "dtype (e.g. --output-dtype int16 or float32)."
+        ) from e
+    affine_lps = LPS_TO_RAS @ affine
+    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
+    image.SetSpacing(spacing.tolist())
+    image.SetOrigin(affine_lps[:3, 3].tolist())
+    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(affine_lps[:3, :3] / spacing)))
+    itk.imwrite(image, path, compression=like.compressed if like is not None else False)
+

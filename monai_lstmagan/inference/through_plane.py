@@ -3,9 +3,9 @@
 A scan with fine in-plane pixels and thick slices lacks resolution along its slice axis only. The
 method learns that axis from the scan's own in-plane images:
 
-1. **Training pairs** (:class:`~monai_lstmagan.transforms.RandThroughPlanePairsd`): in-plane patches are
+1. **Training pairs** (:class:`~monai_lstmagan.transforms.through_plane.RandThroughPlanePairsd`): in-plane patches are
    measured along one in-plane axis with the slice profile of the scan (a box for contiguous slices, the
-   default, or a Gaussian of FWHM = slice thickness; :mod:`monai_lstmagan.slice_profile`) at the slice spacing, and
+   default, or a Gaussian of FWHM = slice thickness; :mod:`monai_lstmagan.transforms.slice_profile`) at the slice spacing, and
    interpolated back (cubic); the target is the patch at the refined slice spacing.
 2. **The network** is the residual generator with ``scale=1``: a same-size refiner of the cubic
    interpolation, whose tail starts at zero, so an untrained refiner *is* cubic interpolation. Chosen over a
@@ -18,10 +18,11 @@ method learns that axis from the scan's own in-plane images:
    in-plane directions (the sagittal and coronal planes of an axial scan); the two results are averaged
    (each plane sees the slice axis as rows, the layout of training).
 
-:func:`super_resolve_file_through_plane` writes the volume with the slice axis refined: ``round(N * factor)``
-slices over the same extent (spacing ``N * s / round(N * factor)``, the first slice centre moved so that the
-outer edges stay), direction and in-plane geometry untouched, in the input's format, units and voxel type,
-atomically. The slice axis is the file axis with the largest spacing, whatever the axis order on disk.
+:class:`ThroughPlaneSR` is this mode in the pipeline of :mod:`monai_lstmagan.inference.files`: the volume is
+written with the slice axis refined, ``round(N * factor)`` slices over the same extent (spacing
+``N * s / round(N * factor)``, the first slice centre moved so that the outer edges stay), direction and
+in-plane geometry untouched, in the input's format, units and voxel type, atomically. The slice axis is the
+file axis with the largest spacing, whatever the axis order on disk.
 """
 
 from __future__ import annotations
@@ -29,24 +30,35 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import os
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from monai.data import MetaTensor
 from tqdm import tqdm
 
-from monai_lstmagan.slice_profile import PROFILES, interpolate_axis
+from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.inference.files import VolumeOperation, super_resolve_files
+from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.io.geometry import upsampled_affine
+from monai_lstmagan.io.paths import check_output_dir
+from monai_lstmagan.io.scans import Scan
+from monai_lstmagan.networks import LSTMAGANGenerator
+from monai_lstmagan.transforms.intensity import ForegroundMaskd
+from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES, interpolate_axis
+from monai_lstmagan.transforms.through_plane import RandThroughPlanePairsd
 
 __all__ = [
     "slice_axis_of",
     "refined_slice_count",
     "fine_tune",
     "super_resolve_slice_axis",
-    "super_resolve_file_through_plane",
+    "ThroughPlaneSR",
     "DEFAULT_REFINER",
+    "DEFAULT_FINE_TUNE_ITERATIONS",
+    "DEFAULT_FINE_TUNE_SECONDS",
     "default_refiner",
     "fine_tuned_copy",
     "load_refiner",
@@ -67,8 +79,6 @@ def default_refiner(seed: int = 0) -> torch.nn.Module:
     trained on the sample scans over factors 2..8 (``train_through_plane.yaml``) gave the same result after 300
     steps (README), and that trained refiner alone lost to cubic by 0.1..0.2 dB (it cannot know the factor of
     the scan it sees), so no through-plane model is shipped."""
-    from monai_lstmagan.networks import LSTMAGANGenerator
-
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         return LSTMAGANGenerator(**DEFAULT_REFINER)
@@ -106,7 +116,7 @@ def fine_tune(
     factor: float,
     target_spacing: float | None = None,
     thickness_ratio: float = 1.0,
-    profile: str = "box",
+    profile: str = DEFAULT_PROFILE,
     iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
     time_limit: float | None = None,
     batch_size: int = 8,
@@ -138,8 +148,6 @@ def fine_tune(
         ``{"iterations": done, "seconds": elapsed, "first_loss": ..., "last_loss": ...}`` (losses: mean MSE of the
         first / last 10% of the steps).
     """
-    from monai_lstmagan.transforms import RandThroughPlanePairsd
-
     sampler = RandThroughPlanePairsd(
         ("image", "mask"), factor=factor, thickness_ratio=thickness_ratio, profile=profile,
         target_spacing=target_spacing, patch_size=patch_size, num_patches=batch_size,
@@ -205,10 +213,7 @@ def super_resolve_slice_axis(
     generator: torch.nn.Module,
     volume: torch.Tensor,
     num_slices: int,
-    batch_size: int | None = None,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-    progress: bool = False,
+    options: InferenceOptions | None = None,
 ) -> torch.Tensor:
     """Refine the slice axis (Z) of a normalised volume with a through-plane refiner.
 
@@ -220,153 +225,125 @@ def super_resolve_slice_axis(
         generator: same-size refiner ``[N, 1, Z', W] -> [N, 1, Z', W]`` (``LSTMAGANGenerator(scale=1)``).
         volume: ``[X, Y, Z]`` in [0, 1].
         num_slices: ``Z'``, slices of the refined grid (same extent).
-        batch_size: planes per forward pass; None: 1 on CPU (measured fastest, 0.15 s per 421x256 plane against
-            0.21 s with 4, the larger batches paying in page faults), 8 on CUDA (``inference.default_batch_size``).
-        device: where the refiner runs.
-        amp: autocast (float16 on CUDA, bfloat16 on CPU).
-        progress: progress bars.
+        options: planes per forward pass (``batch_size``), device, amp, progress (``tile`` is not used).
 
     Returns:
         ``[X, Y, Z']`` float32 on CPU in [0, 1].
     """
     if volume.dim() != 3:
         raise ValueError(f"expected a volume [X, Y, Z], got shape {tuple(volume.shape)}.")
-    from monai_lstmagan.inference import default_batch_size
-
-    device = torch.device(device)
-    batch_size = default_batch_size(device) if batch_size is None else batch_size
+    options = options or InferenceOptions()
+    device, batch_size = options.torch_device, options.slices_per_forward
     generator = generator.to(device).eval()
     interpolated = interpolate_axis(volume.float().cpu(), -1, num_slices, "cubic").clamp(0.0, 1.0)  # [X, Y, Z']
     out = torch.zeros_like(interpolated)
-    autocast_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     for fixed in (0, 1):
         stack = interpolated if fixed == 0 else interpolated.permute(1, 0, 2)  # [fixed, other, Z']
         refined = out if fixed == 0 else out.permute(1, 0, 2)  # a view: writes land in out
         starts = range(0, stack.shape[0], batch_size)
-        for start in tqdm(starts, desc=f"refining planes of fixed axis {fixed}", disable=not progress, leave=False):
+        for start in tqdm(starts, desc=f"refining planes of fixed axis {fixed}", disable=not options.progress, leave=False):
             batch = stack[start : start + batch_size].transpose(1, 2)[:, None].to(device)  # [n, 1, Z', other]
-            with torch.inference_mode(), torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=amp):
+            with torch.inference_mode(), torch.autocast(device.type, dtype=options.autocast_dtype, enabled=options.amp):
                 result = generator(batch).float().clamp(0.0, 1.0)
             refined[start : start + batch_size] += result[:, 0].transpose(1, 2).cpu()
     return out / 2.0
 
 
-def super_resolve_file_through_plane(
-    generator: torch.nn.Module,
-    input_path: str,
-    output_dir: str,
-    factor: float | None = None,
-    slice_thickness: float | None = None,
-    profile: str = "box",
-    fine_tune_iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
-    fine_tune_seconds: float | None = DEFAULT_FINE_TUNE_SECONDS,
-    modality: str = "auto",
-    output_dtype: str | None = None,
-    batch_size: int | None = None,
-    device: str | torch.device = "cpu",
-    amp: bool = False,
-    progress: bool = False,
-    seed: int = 0,
-) -> tuple[str, dict[str, Any]]:
-    """Refine the slice axis of one volume file and write ``output_dir/<name>_sr<ext>`` atomically.
+class ThroughPlaneSR(VolumeOperation):
+    """Through-plane SR: the slice axis (the file axis of the largest spacing) refined by a refiner fine-tuned on
+    each scan first; work layout ``[A, B, N]`` with the slice axis last, output ``[A, B, round(N * factor)]``.
 
     Args:
-        generator: a through-plane refiner (``LSTMAGANGenerator(scale=1)``); a copy is fine-tuned, the
+        refiner: a through-plane refiner (``LSTMAGANGenerator(scale=1)``); each scan fine-tunes a copy, the
             argument is left as it is.
-        input_path: a 3D volume (``.nii``/``.nii.gz``, ``.mhd``/``.mha``, ``.nrrd``) with thick slices along any
-            of its axes (the one with the largest spacing).
-        output_dir: existing, writable folder.
         factor: slices per input slice; None: the slice spacing over the finest in-plane spacing (isotropic
-            output). The written grid has ``round(N * factor)`` slices.
+            output).
         slice_thickness: slice thickness [mm] (the profile's FWHM); None: the slice spacing (contiguous slices).
         profile: ``"gaussian"`` or ``"box"``.
         fine_tune_iterations: steps of per-scan self-supervised fine-tuning (0: apply the model as it is).
         fine_tune_seconds: time bound of the fine-tuning (None: none).
-        modality: ``"ct"``, ``"mr"`` or ``"auto"`` (the intensity normalisation).
-        output_dtype: voxel type of the output; None keeps the input's.
-        batch_size, device, amp, progress: as in :func:`super_resolve_slice_axis`.
         seed: seeds the fine-tuning.
 
-    Returns:
-        ``(path written, info)``, info: ``slice_axis``, ``factor`` (real), ``spacing`` (new), ``fine_tune`` stats.
+    After each scan :attr:`info` holds ``slice_axis``, ``factor`` (real), ``slices``, ``spacing`` (new) and the
+    ``fine_tune`` statistics.
     """
-    from monai.data import MetaTensor
 
-    from monai_lstmagan.atomic import atomic_files
-    from monai_lstmagan.inference import (
-        _input_files, _resolve_device, _to_dtype, _write_scan, keep_baseline_outside_window, output_path_for,
-        upsampled_affine,
-    )  # fmt: skip
-    from monai_lstmagan.transforms import ForegroundMaskd, IntensityNormalizationd
-    from monai_lstmagan.volumes import read_scan
+    def __init__(
+        self,
+        refiner: torch.nn.Module,
+        factor: float | None = None,
+        slice_thickness: float | None = None,
+        profile: str = DEFAULT_PROFILE,
+        fine_tune_iterations: int = DEFAULT_FINE_TUNE_ITERATIONS,
+        fine_tune_seconds: float | None = DEFAULT_FINE_TUNE_SECONDS,
+        seed: int = 0,
+    ) -> None:
+        if profile not in PROFILES:
+            raise ValueError(f"slice profile must be one of {PROFILES}, got {profile!r}.")
+        if slice_thickness is not None and not float(slice_thickness) > 0:
+            raise ValueError(f"slice thickness must be > 0 mm, got {slice_thickness}.")
+        self.refiner, self.factor, self.slice_thickness, self.profile = refiner, factor, slice_thickness, profile
+        self.fine_tune_iterations, self.fine_tune_seconds, self.seed = fine_tune_iterations, fine_tune_seconds, seed
+        self.info = {}
 
-    if profile not in PROFILES:
-        raise ValueError(f"slice profile must be one of {PROFILES}, got {profile!r}.")
-    output_path = output_path_for(input_path, output_dir)
-    protected = _input_files(input_path)
-    if os.path.realpath(output_path) in protected:
-        raise ValueError(f"refusing to overwrite the input file '{input_path}': choose another output folder.")
-    scan = read_scan(input_path)
-    spacing = np.linalg.norm(scan.affine[:3, :3], axis=0)
-    try:
-        axis = slice_axis_of(spacing, input_path)
-    except ValueError:
-        if factor is None:
-            raise
-        axis = 2  # isotropic voxels with an explicit factor: refine the last axis
-    in_plane = [float(s) for a, s in enumerate(spacing) if a != axis]
-    slice_spacing = float(spacing[axis])
-    factor = slice_spacing / min(in_plane) if factor is None else float(factor)
-    array = np.moveaxis(np.asarray(scan.array, dtype=np.float32), axis, -1)  # [A, B, N], N = slice axis
-    num_slices = array.shape[-1]
-    if num_slices < 2:
-        raise ValueError(f"'{input_path}' has {num_slices} slice along its slice axis: nothing to interpolate.")
-    num_out = refined_slice_count(num_slices, factor)
-    real_factor = num_out / num_slices
-    thickness_ratio = 1.0 if slice_thickness is None else float(slice_thickness) / slice_spacing
-    if not thickness_ratio > 0:
-        raise ValueError(f"slice thickness must be > 0 mm, got {slice_thickness}.")
+    def begin(self, scan: Scan) -> None:
+        spacing = np.linalg.norm(scan.affine[:3, :3], axis=0)
+        try:
+            axis = slice_axis_of(spacing, scan.path)
+        except ValueError:
+            if self.factor is None:
+                raise
+            axis = 2  # isotropic voxels with an explicit factor: refine the last axis
+        num_slices = scan.array.shape[axis]
+        if num_slices < 2:
+            raise ValueError(f"'{scan.path}' has {num_slices} slice along its slice axis: nothing to interpolate.")
+        in_plane = [float(s) for a, s in enumerate(spacing) if a != axis]
+        slice_spacing = float(spacing[axis])
+        factor = slice_spacing / min(in_plane) if self.factor is None else float(self.factor)
+        num_out = refined_slice_count(num_slices, factor)
+        self.axis, self.in_plane, self.slice_spacing, self.num_out = axis, in_plane, slice_spacing, num_out
+        self.real_factor = num_out / num_slices
+        thickness = 1.0 if self.slice_thickness is None else float(self.slice_thickness) / slice_spacing
+        self.thickness_ratio = thickness
+        self.info = {"slice_axis": axis, "factor": self.real_factor, "slices": num_out}
 
-    moved_affine = torch.as_tensor(np.diag([*in_plane, slice_spacing, 1.0]))
-    normaliser = IntensityNormalizationd(keys="image", default_modality=modality)
-    normalised = normaliser({"image": MetaTensor(torch.from_numpy(array)[None], affine=moved_affine), "modality": modality})
-    image = normalised["image"]
-    mask = ForegroundMaskd("image")({"image": image})["mask"]
-    low, high = float(image.meta["intensity_low"]), float(image.meta["intensity_high"])
+    def to_work(self, scan: Scan) -> np.ndarray:
+        return np.moveaxis(np.asarray(scan.array, dtype=np.float32), self.axis, -1)
 
-    device = _resolve_device(device)
-    model, stats = fine_tuned_copy(
-        generator, image, mask, real_factor, fine_tune_iterations, thickness_ratio=thickness_ratio, profile=profile,
-        time_limit=fine_tune_seconds, seed=seed, device=device, progress=progress,
-    )  # fmt: skip
-    if stats["iterations"]:
-        logging.getLogger(__name__).info(f"{input_path}: fine-tuned {stats['iterations']} steps in {stats['seconds']:.0f} s.")
-    refined = super_resolve_slice_axis(model, image[0].as_tensor(), num_out, batch_size, device, amp, progress)
-    values = low + refined.numpy() * (high - low)
-    baseline = interpolate_axis(torch.from_numpy(array), -1, num_out, "cubic").numpy()
-    dtype = np.dtype(output_dtype) if output_dtype is not None else scan.dtype
-    memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
-    out = _to_dtype(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
-    out = np.moveaxis(out, -1, axis)
-    affine = upsampled_affine(scan.affine, [axis], real_factor)
+    def to_file(self, scan: Scan, work: np.ndarray) -> np.ndarray:
+        return np.moveaxis(work, -1, self.axis)
 
-    name = os.path.basename(output_path)
-    with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
-        _write_scan(scan, out, affine, dtype, os.path.join(tmp_dir, name))
-    info = {
-        "slice_axis": axis,
-        "factor": real_factor,
-        "slices": num_out,
-        "spacing": float(np.linalg.norm(affine[:3, axis])),
-        "fine_tune": stats,
-    }
-    return output_path, info
+    def work_affine(self, scan: Scan) -> np.ndarray:
+        return np.diag([*self.in_plane, self.slice_spacing, 1.0])
+
+    def output_shape(self, work_shape: Sequence[int]) -> tuple[int, int, int]:
+        return work_shape[0], work_shape[1], self.num_out
+
+    def output_affine(self, scan: Scan) -> np.ndarray:
+        affine = upsampled_affine(scan.affine, [self.axis], self.real_factor)
+        self.info["spacing"] = float(np.linalg.norm(affine[:3, self.axis]))
+        return affine
+
+    def chunks(self, image: MetaTensor, work: np.ndarray, options: InferenceOptions):
+        mask = ForegroundMaskd("image")({"image": image})["mask"]
+        model, stats = fine_tuned_copy(
+            self.refiner, image, mask, self.real_factor, self.fine_tune_iterations,
+            thickness_ratio=self.thickness_ratio, profile=self.profile, time_limit=self.fine_tune_seconds,
+            seed=self.seed, device=options.torch_device, progress=options.progress,
+        )  # fmt: skip
+        self.info["fine_tune"] = stats
+        if stats["iterations"]:
+            logging.getLogger(__name__).info(
+                f"{image.meta.get('filename_or_obj', 'volume')}: fine-tuned {stats['iterations']} steps in "
+                f"{stats['seconds']:.0f} s."
+            )
+        refined = super_resolve_slice_axis(model, image[0].as_tensor(), self.num_out, options)
+        baseline = interpolate_axis(torch.from_numpy(work), -1, self.num_out, "cubic").numpy()
+        yield 0, self.num_out, refined.numpy(), baseline
 
 
 def load_refiner(ckpt_path: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """The through-plane refiner of a ``model.pt``; a clear error naming the file for an in-plane model."""
-    from monai_lstmagan.checkpoints import load_generator
-
     generator, info = load_generator(ckpt_path, map_location=map_location)
     scale = info["generator"].get("scale")
     if scale != 1:
@@ -382,40 +359,37 @@ def run_through_plane(
     output_dir: str,
     inputs: str | Sequence[str],
     modality: str = "auto",
-    progress: bool = True,
-    **options: Any,
+    output_dtype: str | None = None,
+    options: InferenceOptions | None = None,
+    **through_plane: Any,
 ) -> list[str]:
-    """Refine the slice axis of volume files and/or every volume of folders (the ``--through-plane`` command).
+    """Refine the slice axis of volume files and/or every volume of folders (``lstmagan-sr --through-plane``).
 
     The output folder is checked before anything is loaded, the refiner is loaded once, and each volume is
-    fine-tuned on (a copy of it) and refined by :func:`super_resolve_file_through_plane`.
+    fine-tuned on (a copy of it) and refined by :class:`ThroughPlaneSR`.
 
     Args:
         ckpt_path: through-plane ``model.pt`` (:func:`load_refiner`); None: :func:`default_refiner`.
         output_dir: where ``<name>_sr<ext>`` files are written (created if needed).
         inputs: volume files or folders.
         modality: ``"ct"``, ``"mr"`` or ``"auto"``.
-        progress: progress bars and one line per volume.
-        options: further arguments of :func:`super_resolve_file_through_plane` (factor, slice_thickness, profile,
-            fine_tune_iterations, fine_tune_seconds, output_dtype, batch_size, device, amp, seed).
+        output_dtype: voxel type of the outputs; None keeps each input's.
+        options: batch size (planes per forward), device, amp, progress.
+        through_plane: arguments of :class:`ThroughPlaneSR` (factor, slice_thickness, profile,
+            fine_tune_iterations, fine_tune_seconds, seed).
 
     Returns:
         the paths written, in input order.
     """
-    from monai_lstmagan.inference import _collect_inputs, check_output_dir
+    options = options or InferenceOptions(progress=True)
+    check_output_dir(output_dir)
+    refiner = load_refiner(ckpt_path) if ckpt_path else default_refiner(through_plane.get("seed", 0))
+    operation = ThroughPlaneSR(refiner, **through_plane)
 
-    output_dir = check_output_dir(output_dir)
-    items = _collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
-    generator = load_refiner(ckpt_path) if ckpt_path else default_refiner(options.get("seed", 0))
-    written = []
-    for path, item_modality in items:
-        out, info = super_resolve_file_through_plane(
-            generator, path, output_dir, modality=item_modality, progress=progress, **options
+    def report(path: str, out: str, info: dict) -> None:
+        tqdm.write(
+            f"{path} -> {out}: axis {info['slice_axis']} x{info['factor']:.3g} ({info['slices']} slices of "
+            f"{info['spacing']:.3g} mm), {info['fine_tune']['iterations']} fine-tuning steps"
         )
-        written.append(out)
-        if progress:
-            tqdm.write(
-                f"{path} -> {out}: axis {info['slice_axis']} x{info['factor']:.3g} ({info['slices']} slices of "
-                f"{info['spacing']:.3g} mm), {info['fine_tune']['iterations']} fine-tuning steps"
-            )
-    return written
+
+    return super_resolve_files(operation, output_dir, inputs, modality, output_dtype, options, report if options.progress else None)

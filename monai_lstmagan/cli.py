@@ -1,0 +1,100 @@
+"""The console command ``lstmagan-sr``: argument parsing only; the work is :mod:`monai_lstmagan.inference`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from monai_lstmagan.inference.in_plane import run_inference
+from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.inference.through_plane import DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, run_through_plane
+from monai_lstmagan.io.paths import VOLUME_SUFFIXES
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
+from monai_lstmagan.transforms.intensity import MODALITIES
+from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Console command ``lstmagan-sr IN... -o OUT [--model MODEL | --scale 2|4]``."""
+    parser = argparse.ArgumentParser(
+        prog="lstmagan-sr",
+        description="Super-resolve 3D volumes (in-plane, slice by slice; or along the slice axis with --through-plane) with an LSTMAGAN generator, keeping "
+        "the scanner geometry: OUT/<name>_sr<ext> in the input's format, units and voxel type.",
+    )
+    parser.add_argument("inputs", nargs="+", help=f"volume files ({', '.join(VOLUME_SUFFIXES)}) or folders")
+    parser.add_argument("-o", "--output-dir", required=True, help="output folder (created if needed)")
+    parser.add_argument(
+        "--model", default=None, help="generator checkpoint model.pt (default: the shipped model of --scale)"
+    )
+    parser.add_argument(
+        "--scale", type=int, default=None, choices=sorted(PRETRAINED_FILES),
+        help="SR factor of the shipped model used when --model is not given (default 2); with --model the "
+        "checkpoint's scale must equal it",
+    )  # fmt: skip
+    parser.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation")
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="slices (--through-plane: planes) per forward pass (default: 8 on CUDA, 1 on CPU)"
+    )
+    parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
+    parser.add_argument("--amp", action="store_true", help="mixed precision")
+    parser.add_argument("--tile", type=int, default=None, help="in-plane tile size in input pixels (huge slices)")
+    parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
+    parser.add_argument("--output-dtype", default=None, help="voxel type of the output (default: the input's)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    through = parser.add_argument_group(
+        "through-plane SR", "refine the slice axis of thick-slice scans instead of the in-plane axes (SMORE-style)"
+    )
+    through.add_argument(
+        "--through-plane", action="store_true",
+        help="refine the slice axis (the axis with the largest spacing); each scan first fine-tunes the refiner "
+        "(--model, default: an untrained one, i.e. cubic interpolation) on its own in-plane slices",
+    )  # fmt: skip
+    through.add_argument(
+        "--factor", type=float, default=None,
+        help="slices per input slice (default: slice spacing / in-plane spacing, i.e. isotropic voxels)",
+    )  # fmt: skip
+    through.add_argument(
+        "--slice-thickness", type=float, default=None, help="slice thickness in mm (default: the slice spacing)"
+    )
+    through.add_argument(
+        "--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+        help=f"slice profile: box (contiguous slices averaging their thickness) or gaussian (FWHM = thickness); "
+        f"default {DEFAULT_PROFILE}",
+    )
+    through.add_argument(
+        "--fine-tune-iterations", type=int, default=DEFAULT_FINE_TUNE_ITERATIONS,
+        help=f"self-supervised fine-tuning steps on each scan (default {DEFAULT_FINE_TUNE_ITERATIONS}; 0: none)",
+    )  # fmt: skip
+    through.add_argument(
+        "--fine-tune-seconds", type=float, default=DEFAULT_FINE_TUNE_SECONDS,
+        help=f"time bound of the fine-tuning per scan (default {DEFAULT_FINE_TUNE_SECONDS:g})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        if args.through_plane:
+            if args.scale is not None or args.tile is not None:
+                raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
+            options = InferenceOptions(args.batch_size, args.device, args.amp, progress=not args.no_progress)
+            run_through_plane(
+                args.model, args.output_dir, args.inputs, args.modality, args.output_dtype, options,
+                factor=args.factor, slice_thickness=args.slice_thickness, profile=args.profile,
+                fine_tune_iterations=args.fine_tune_iterations, fine_tune_seconds=args.fine_tune_seconds,
+            )  # fmt: skip
+            return 0
+        model = args.model if args.model else pretrained_model_path(args.scale or 2)
+        run_inference(
+            model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
+            batch_size=args.batch_size, device=args.device, amp=args.amp, tile=args.tile,
+            tile_overlap=args.tile_overlap, progress=not args.no_progress,
+        )
+    except (OSError, ValueError) as e:
+        print(f"lstmagan-sr: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

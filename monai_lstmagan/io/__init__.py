@@ -1,0 +1,24 @@
+"""Reading and writing volume files: :mod:`~monai_lstmagan.io.scans` (the one reader and the one writer),
+:mod:`~monai_lstmagan.io.paths` (suffixes, output names, the output-folder check), :mod:`~monai_lstmagan.io.geometry`
+(RAS/LPS, axis orders, super-resolved grids) and :mod:`~monai_lstmagan.io.atomic` (no half-written file)."""
+
+from monai_lstmagan.io.atomic import atomic_files, atomic_write
+from monai_lstmagan.io.geometry import upsampled_affine
+from monai_lstmagan.io.paths import VOLUME_SUFFIXES, check_output_dir, output_path_for, split_suffix, volume_suffix
+from monai_lstmagan.io.scans import BadVolume, Scan, read_scan, scan_files, write_scan
+
+__all__ = [
+    "atomic_files",
+    "atomic_write",
+    "upsampled_affine",
+    "VOLUME_SUFFIXES",
+    "check_output_dir",
+    "output_path_for",
+    "split_suffix",
+    "volume_suffix",
+    "BadVolume",
+    "Scan",
+    "read_scan",
+    "scan_files",
+    "write_scan",
+]

@@ -1,0 +1,90 @@
+"""File names of the project: the volume suffixes, output names and the output-folder check (one place each)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+__all__ = [
+    "NIFTI_SUFFIXES",
+    "ITK_SUFFIXES",
+    "VOLUME_SUFFIXES",
+    "OUTPUT_TAG",
+    "volume_suffix",
+    "split_suffix",
+    "volume_stem",
+    "output_path_for",
+    "output_files",
+    "is_output_of_this",
+    "check_output_dir",
+]
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
+VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+"""File name endings read as volumes, everywhere (training, evaluation, inference)."""
+OUTPUT_TAG = "_sr"
+"""What a super-resolved file adds to its input's name: ``<name>_sr<ext>``."""
+
+
+def volume_suffix(path: str | os.PathLike) -> str | None:
+    """The volume suffix of ``path`` (lower case, e.g. ``".nii.gz"``) or None."""
+    name = os.fspath(path).lower()
+    for suffix in VOLUME_SUFFIXES:
+        if name.endswith(suffix):
+            return suffix
+    return None
+
+
+def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
+    """``(stem, suffix)`` of a volume file's name, the suffix as written; ValueError naming the file otherwise."""
+    name = os.path.basename(os.fspath(path))
+    suffix = volume_suffix(name)
+    if suffix is None:
+        raise ValueError(f"'{os.fspath(path)}': unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)}.")
+    return name[: -len(suffix)], name[-len(suffix) :]
+
+
+def volume_stem(path: str | os.PathLike) -> str:
+    """The file name of a volume without its volume suffix (``a.nii.gz`` -> ``a``; other names unchanged)."""
+    name = os.path.basename(os.fspath(path))
+    suffix = volume_suffix(name)
+    return name[: -len(suffix)] if suffix else name
+
+
+def output_path_for(input_path: str, output_dir: str) -> str:
+    """``output_dir/<name>_sr<ext>`` for an input ``<name><ext>`` (the input's format is kept)."""
+    stem, suffix = split_suffix(input_path)
+    return os.path.join(output_dir, f"{stem}{OUTPUT_TAG}{suffix}")
+
+
+def output_files(output_path: str) -> set[str]:
+    """The real paths a writer creates for ``output_path``: the file itself and, for a MetaImage header
+    (``.mhd``), the ``.raw`` / ``.zraw`` data file ITK writes beside it."""
+    files = {os.path.realpath(output_path)}
+    if volume_suffix(output_path) == ".mhd":
+        stem = output_path[: -len(".mhd")]
+        files |= {os.path.realpath(stem + ".raw"), os.path.realpath(stem + ".zraw")}
+    return files
+
+
+def is_output_of_this(path: str, output_dir: str) -> bool:
+    """True for a ``<name>_sr<ext>`` file inside ``output_dir`` (a result of an earlier run, not an input)."""
+    same_folder = os.path.dirname(os.path.realpath(path)) == os.path.realpath(output_dir)
+    return same_folder and split_suffix(path)[0].endswith(OUTPUT_TAG)
+
+
+def check_output_dir(output_dir: str) -> str:
+    """Create ``output_dir`` if needed and prove it is writable; a clear error otherwise.
+
+    Returns:
+        the absolute folder path.
+    """
+    output_dir = os.path.abspath(output_dir)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as e:
+        raise PermissionError(f"output folder '{output_dir}' cannot be created or written: {e}") from e
+    return output_dir
