@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from volume_factory import ct_volume, mr_volume, write_mhd, write_nifti
 
-import monai_lstmagan.data as data_module
+import monai_lstmagan.data.checks as data_module
 from monai_lstmagan.data import check_volumes, scan_volumes
 from monai_lstmagan.transforms import volume_transforms
 

@@ -83,7 +83,7 @@ def test_training_pairs_input_is_the_cubic_interpolation_of_the_thick_target():
 
     volume = torch.from_numpy(np.random.RandomState(0).rand(1, 40, 36, 6).astype(np.float32))
     image = MetaTensor(volume, affine=torch.diag(torch.tensor([0.5, 0.5, 3.0, 1.0], dtype=torch.float64)))
-    pairs = RandThroughPlanePairsd(("image",), factor=3.0, target_spacing=1.0, patch_size=12, num_patches=5)
+    pairs = RandThroughPlanePairsd(("image",), factor=3.0, target_spacing=1.0, patch_size=12, num_patches=5, profile="gaussian")
     out = pairs.set_random_state(0)({"image": image})
     assert set(out) == {"lr", "hr"} and out["hr"].shape == out["lr"].shape == (5, 1, 12, 12)
     thick = degrade_axis(out["hr"], -2, 4, 3.0, "gaussian")  # 12 target rows of 1 mm -> 4 thick rows of 3 mm

@@ -86,7 +86,7 @@ def test_zoo_export_passes_its_offline_verification(tmp_path):
     )  # fmt: skip
     assert code == 0
     for name in ("models/model.pt", "models/model.ts", "docs/README.md", "docs/data_license.txt", "LICENSE",
-                 "configs/train.yaml", "configs/evaluate.yaml", "scripts/monai_lstmagan/inference.py"):  # fmt: skip
+                 "configs/train.yaml", "configs/evaluate.yaml", "scripts/monai_lstmagan/inference/files.py"):  # fmt: skip
         assert (out / name).is_file(), name
     assert not list(out.rglob("__pycache__")), "verification left bytecode in the bundle"
     meta = json.loads((out / "configs" / "metadata.json").read_text())
@@ -106,7 +106,7 @@ def test_zoo_export_passes_its_offline_verification(tmp_path):
     # the checks can fail: a static absolute import is caught without running anything ...
     broken = tmp_path / "broken"
     shutil.copytree(out, broken)
-    vendored = broken / "scripts" / "monai_lstmagan" / "inference.py"
+    vendored = broken / "scripts" / "monai_lstmagan" / "inference" / "files.py"
     source = vendored.read_text()
     vendored.write_text(source + "\nfrom monai_lstmagan import data as _installed_data  # noqa\n")
     assert any("still imports the installed" in f for f in zoo.check_layout(broken, 0.02))
