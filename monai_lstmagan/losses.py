@@ -274,8 +274,8 @@ def make_objective(name: str, **kwargs) -> GANObjective | WGANGPObjective:
 def log_perceptual_setting(vgg_weights: str | None, perceptual_weight: float) -> None:
     """Say in the log what the perceptual term is, so that it is never silently absent.
 
-    Without pretrained VGG19 weights the term is off by default (on random weights it measured ~1e-7 x 6e-3 in
-    the demo, i.e. nothing but cost); forcing a weight on random weights is warned.
+    Without pretrained VGG19 weights the term is off by default (on random weights the term is ~1e-7, nothing but
+    cost; docs/training.md); forcing a weight on random weights is warned.
     """
     log = logging.getLogger("monai_lstmagan")
     if vgg_weights:

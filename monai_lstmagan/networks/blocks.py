@@ -58,9 +58,8 @@ class AttentionGate(nn.Module):
 
     ``bpsi`` is initialised to ``open_bias`` (3.0, ``alpha`` ~ 0.95) so that an untrained gate starts
     almost open: in a deep stack of gated residual blocks a gate starting at ``alpha ~ 0.5`` would
-    shrink the identity path by ``0.5 ** num_blocks`` (measured on the default 16-block generator at init:
-    with ``bpsi = 0`` the first block's conv gets ~1e-3 times the gradient of the last block's, with
-    ``bpsi = 3`` about the same). Training can still close the gate anywhere.
+    shrink the identity path by ``0.5 ** num_blocks`` (at init, in a 16-block generator with ``bpsi = 0``, the
+    first block's conv would get ~1e-3 times the gradient of the last block's). Training can still close the gate anywhere.
 
     Args:
         channels: feature maps of ``P`` and ``G``.

@@ -106,7 +106,7 @@ class LSTMAGANGenerator(SliceSRGenerator):
     With ``residual="bicubic"`` (default) the network predicts a correction on top of the bicubic
     upsampling of its input, ``out = bicubic_upsample(lr) + tail(...)``, and the tail conv starts at zero,
     so an untrained generator returns exactly the bicubic baseline and training starts from it (VDSR /
-    ESRGAN-era practice; measured: the from-scratch form stays far below bicubic on a CPU budget).
+    ESRGAN-era practice; the from-scratch form is compared in docs/results.md).
     ``residual="none"`` is the paper-literal SRResNet output (ablation).
 
     ``scale=1`` is the same-size refiner of through-plane SR (:mod:`monai_lstmagan.inference.through_plane`): its input is

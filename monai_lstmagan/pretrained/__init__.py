@@ -3,7 +3,7 @@
 The files live inside the package (so a pip-installed package finds them, not only a checkout);
 ``bundle/models/model.pt`` (x2, the model-zoo default) and ``bundle/models/model_x4.pt`` link to them.
 How they were trained (config, command, iterations, time) and how well they do (leave-one-patient-out
-against bicubic and the MSE-only model) is recorded in ``TRAINING.md`` next to them and in the README.
+against bicubic and the MSE-only model) is recorded in ``docs/training.md``.
 """
 
 from __future__ import annotations

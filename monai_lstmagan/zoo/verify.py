@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from monai_lstmagan.io.geometry import upsampled_affine
+from monai_lstmagan.io.scans import write_scan
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, read_template
 from monai_lstmagan.zoo.vendoring import absolute_package_imports
 
@@ -93,7 +94,7 @@ def _check_inference_run(bundle: Path, work: Path) -> list[str]:
     volume = np.where(head, 300 + 500 * (1 + np.cos(4 * grid[0]) * np.sin(3 * grid[1])), 0).astype(np.int16)
     affine = np.diag([0.9, 0.8, 5.0, 1.0])
     affine[:3, 3] = [-14.0, 11.0, 30.0]
-    nib.save(nib.Nifti1Image(volume, affine), str(run_dir / "probe.nii.gz"))
+    write_scan(volume, affine, str(run_dir / "probe.nii.gz"))
     result = run_isolated(
         bundle, run_dir, False, "module", "monai.bundle", "run",
         "--config_file", str(bundle / "configs" / "inference.yaml"),
