@@ -95,7 +95,7 @@ def test_zoo_export_passes_its_offline_verification(tmp_path):
     readme = (out / "docs" / "README.md").read_text()
     assert "| sr | foreground | 31.25 ± 1.50 | 0.9000 |" in readme and "random weights, for the test" in readme
     inference = yaml.safe_load((out / "configs" / "inference.yaml").read_text())
-    assert inference["network_def"]["channels"] == 8 and inference["scale"] == 2
+    assert inference["network_def"]["checkpoint"] == "@ckpt_path" and "models/model.pt" in inference["ckpt_path"]
     # with a 20 kB limit the weights count as large files and are listed with their hash
     large = yaml.safe_load((out / "large_files.yml").read_text())["large_files"]
     assert {"models/model.pt", "models/model.ts"} <= {e["path"] for e in large}

@@ -1,7 +1,8 @@
 """The shipped default generators (x2 and x4), trained on the embedded sample data.
 
 The files live inside the package (so a pip-installed package finds them, not only a checkout);
-``bundle/models/model.pt`` (x2, the model-zoo default) and ``bundle/models/model_x4.pt`` link to them.
+``bundle/models/model.pt`` (x2, the model-zoo default) and ``bundle/models/model_x4.pt`` are byte-identical copies
+(real files: the model zoo, zips and Windows do not follow links; a test keeps the copies equal).
 How they were trained (config, command, iterations, time) and how well they do (leave-one-patient-out
 against bicubic and the MSE-only model) is recorded in ``docs/training.md``.
 """

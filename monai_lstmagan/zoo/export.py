@@ -14,8 +14,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from monai.bundle import ConfigParser
 import yaml
 
@@ -62,7 +60,8 @@ def _zoo_configs(bundle_dir: Path, generator_kwargs: Mapping[str, Any]) -> dict[
             config["dataset_dir"] = ZOO_DATASET_DIR
         if path.stem in ("inference", "evaluate"):
             config["ckpt_path"] = "$@bundle_root + '/models/model.pt'"
-        if "network_def" in config and isinstance(config["network_def"], dict):
+        network_def = config.get("network_def")
+        if isinstance(network_def, dict) and "checkpoint" not in network_def:  # a fixed architecture: the ckpt's
             config["scale"] = int(generator_kwargs["scale"])
             for key, value in generator_kwargs.items():
                 if key != "scale":
@@ -204,12 +203,13 @@ def export_bundle(
     with open(source / "configs" / "metadata.json") as f:
         meta = json.load(f)
     version = version or meta.get("version", "0.1.0")
-    entry = changelog or f"exported from checkpoint {os.path.basename(ckpt_path)} (x{scale})"
+    entries = dict(meta.get("changelog", {}))
+    if changelog or version not in entries:  # the repository's entry of this version is kept unless one is given
+        entries[version] = changelog or f"exported from checkpoint {os.path.basename(ckpt_path)} (x{scale})"
     meta["version"] = version
-    meta["changelog"] = {version: entry, **{k: v for k, v in meta.get("changelog", {}).items() if k != version}}
-    meta["monai_version"] = __import__("monai").__version__
-    meta["pytorch_version"] = torch.__version__.split("+")[0]
-    meta["numpy_version"] = np.__version__
+    meta["changelog"] = {version: entries[version], **{k: v for k, v in entries.items() if k != version}}
+    # monai/pytorch/numpy/package versions stay those of the repository's metadata.json: installable pins chosen
+    # for the model zoo's CI, not whatever the exporting environment happens to run
     meta["task"] = f"In-plane x{scale} super-resolution of 3D chest CT and brain MR volumes, slice by slice"
     meta["pred_classes"] = (
         f"one channel: the super-resolved axial slice, {scale}x the input size in-plane, intensities in [0, 1] "
@@ -221,6 +221,7 @@ def export_bundle(
         meta["eval_metrics"] = _eval_metrics(summary)
     with open(out / "configs" / "metadata.json", "w") as f:
         json.dump(meta, f, indent=4)
+        f.write("\n")
 
     shutil.copy2(ckpt_path, out / "models" / "model.pt")
     shutil.copy2(source / "LICENSE", out / "LICENSE")
