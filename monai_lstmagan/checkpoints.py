@@ -231,7 +231,14 @@ def load_generator(
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {e}") from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        if "Weights only load failed" in lines[0]:
+            reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1])
+            raise ValueError(
+                f"generator checkpoint '{path}' cannot be read: it is not a plain weights file and loading it would "
+                f"run code from the file ({reason}); refused."
+            ) from e
+        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {lines[-1]}") from e
     state_dict, info = _checkpoint_parts(ckpt, path)
     kwargs = dict(info["generator"])
     scale = kwargs.get("scale")
