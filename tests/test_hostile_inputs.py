@@ -390,16 +390,18 @@ def _wait_for(marker: Path, process: subprocess.Popen) -> None:
         time.sleep(0.1)
 
 
-def test_case12_a_write_that_fails_in_a_real_process_names_the_output_file(tmp_path, model):
+@pytest.mark.parametrize("suffix", [".nii", ".mhd"])  # nibabel raises OSError, ITK a RuntimeError
+def test_case12_a_write_that_fails_in_a_real_process_names_the_output_file(tmp_path, model, suffix):
     d, out = tmp_path / "d", tmp_path / "out"
     d.mkdir()
-    scan = write_nifti(d / "a.nii", ct_volume())  # the output (38 KiB, uncompressed) is beyond the limit
+    # the output (38 KiB of voxels, uncompressed) is beyond the limit
+    scan = write_nifti(d / "a.nii", ct_volume()) if suffix == ".nii" else write_mhd(d / "a.mhd", ct_volume())
     before = _hashes(d)
     process, _ = _start(tmp_path, "fsize", [scan, "-o", str(out), "--model", model])
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 1, stderr
     last = stderr.strip().splitlines()[-1]
-    assert f"cannot write the output '{out / 'a_sr.nii'}'" in last and "File too large" in last, last
+    assert f"cannot write the output '{out / ('a_sr' + suffix)}'" in last and "File too large" in last, last
     assert _leftovers(out) == [] and _hashes(d) == before
 
 

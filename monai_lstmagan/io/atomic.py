@@ -133,6 +133,7 @@ def _write_error(error: BaseException, destination: str, what: str) -> OSError:
     """An ``OSError`` (of the same kind, with the same ``errno``) saying which file could not be written."""
     text = str(error).strip()
     reason = getattr(error, "strerror", None) or (text.splitlines()[-1] if text else type(error).__name__)
+    reason = re.sub(r"^(Reason|Description):\s*", "", reason)  # ITK's exception text
     if getattr(error, "errno", None) == errno.ENOSPC:
         reason = f"{reason} (the disk of '{os.path.dirname(destination)}' is full)"
     kind = type(error) if isinstance(error, OSError) else OSError
