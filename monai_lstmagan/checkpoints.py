@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -36,6 +37,7 @@ from monai_lstmagan.networks import build_generator
 __all__ = [
     "GENERATOR_FORMAT",
     "METADATA_KEY",
+    "ARCHITECTURE_LIMITS",
     "atomic_save",
     "save_generator",
     "load_generator",
@@ -46,6 +48,26 @@ GENERATOR_FORMAT = "monai_lstmagan.generator/2"
 METADATA_KEY = "monai_lstmagan"
 _LEGACY_FORMAT = "monai_lstmagan.generator/1"
 _LEGACY_GENERATOR = {"residual": "none", "norm": "batch"}  # what every /1 file is: no bicubic skip, BatchNorm
+
+ARCHITECTURE_LIMITS: dict[str, tuple[float, float]] = {
+    "scale": (1, 8),
+    "num_blocks": (1, 256),
+    "num_groups": (1, 64),
+    "blocks_per_group": (1, 256),
+    "dense_blocks": (1, 64),
+    "dense_layers": (1, 64),
+    "channels": (1, 1024),
+    "growth": (1, 1024),
+    "reduction": (1, 1024),
+    "attention_pool": (1, 64),
+    "kernel_sizes": (1, 31),
+    "beta": (0.0, 10.0),
+}
+"""Inclusive bounds of the numbers a ``model.pt`` records for its architecture, checked before anything is built
+(a hostile or damaged file must not make the loader build ``num_blocks = 10**6`` blocks). Every generator of the
+package, as trained here (e.g. LSTMAGAN 16 blocks x 64 channels), lies far inside them. Within them the recorded
+architecture is first built on PyTorch's ``meta`` device (no memory) and its weight shapes compared with the
+file's, so the real build never allocates more than the file holds."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> str:
@@ -128,6 +150,51 @@ def _checkpoint_parts(ckpt: Any, path: str) -> tuple[Mapping, dict]:
     return ckpt, info
 
 
+def _check_architecture(kwargs: Mapping[str, Any], path: str) -> None:
+    """ValueError naming the file and the field when a recorded architecture value is not a number inside
+    :data:`ARCHITECTURE_LIMITS` (``kernel_sizes``: a list of at most 16 such numbers)."""
+    for field, (low, high) in ARCHITECTURE_LIMITS.items():
+        if field not in kwargs:
+            continue
+        value = kwargs[field]
+        values = list(value) if field == "kernel_sizes" and isinstance(value, (list, tuple)) else [value]
+        integer = field != "beta"
+        usable = len(values) <= 16 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+            and (not integer or float(v).is_integer())
+            for v in values
+        )
+        if not usable:
+            kind = "whole numbers" if integer else "a number"
+            raise ValueError(
+                f"generator checkpoint '{path}' records {field} = {value!r}, outside the sane range {low:g}..{high:g} "
+                f"({kind}): the file is damaged or not a model of this package."
+            )
+
+
+def _check_weight_shapes(kwargs: Mapping[str, Any], state_dict: Mapping, path: str) -> None:
+    """ValueError naming the file when the weights of the recorded architecture (built on the ``meta`` device: no
+    memory) differ in names or shapes from the file's, before the real generator is built."""
+    with torch.device("meta"):
+        expected = {k: tuple(v.shape) for k, v in build_generator(**kwargs).state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in state_dict.items() if isinstance(v, torch.Tensor)}
+    missing, unexpected = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
+    different = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
+    if missing or unexpected or different:
+        detail = []
+        if missing:
+            detail.append(f"{len(missing)} weight(s) missing (e.g. {missing[0]!r})")
+        if unexpected:
+            detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
+        if different:
+            k = different[0]
+            detail.append(f"{len(different)} of another shape (e.g. {k!r}: {found[k]} in the file, {expected[k]} recorded)")
+        raise ValueError(
+            f"generator checkpoint '{path}': weights do not match the recorded architecture {dict(kwargs)}: "
+            + "; ".join(detail)
+        )
+
+
 def load_generator(
     path: str | os.PathLike, expected_scale: int | None = None, map_location: str | torch.device = "cpu"
 ) -> tuple[torch.nn.Module, dict]:
@@ -150,17 +217,28 @@ def load_generator(
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is unreadable, is not a generator checkpoint, has another scale, or its
-            weights do not fit the recorded architecture. Every message names the file.
+        ValueError: the file is not a regular file (a folder, ``/dev/null``, a pipe), is unreadable, is not a
+            generator checkpoint, has another scale, records architecture values outside
+            :data:`ARCHITECTURE_LIMITS`, or its weights do not fit the recorded architecture. Every message names
+            the file (and the field).
     """
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"generator checkpoint '{path}' does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"generator checkpoint '{path}' is not a regular file (a model.pt file is expected).")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {e}") from e
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
+        if "Weights only load failed" in lines[0]:
+            reason = next((line for line in lines if "GLOBAL" in line or "Unsupported" in line), lines[-1])
+            raise ValueError(
+                f"generator checkpoint '{path}' cannot be read: it is not a plain weights file and loading it would "
+                f"run code from the file ({reason}); refused."
+            ) from e
+        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {lines[-1]}") from e
     state_dict, info = _checkpoint_parts(ckpt, path)
     kwargs = dict(info["generator"])
     scale = kwargs.get("scale")
@@ -169,9 +247,13 @@ def load_generator(
             f"generator checkpoint '{path}' was trained for x{scale} super-resolution, but x{expected_scale} "
             "was requested: use a checkpoint of that scale or change the scale."
         )
+    _check_architecture(kwargs, path)
     try:
+        _check_weight_shapes(kwargs, state_dict, path)
         generator = build_generator(**kwargs)
     except (TypeError, ValueError) as e:
+        if str(e).startswith(f"generator checkpoint '{path}'"):
+            raise
         raise ValueError(f"generator checkpoint '{path}' records unknown generator arguments {kwargs}: {e}") from e
     try:
         generator.load_state_dict(state_dict, strict=True)

@@ -1,10 +1,18 @@
-"""The console command ``lstmagan-sr``: argument parsing only; the work is :mod:`monai_lstmagan.inference`."""
+"""The console command ``lstmagan-sr``: argument parsing only; the work is :mod:`monai_lstmagan.inference`.
+
+Exit status: 0 done; 1 an error (one line ``lstmagan-sr: error: ...`` naming the file); 130 interrupted (Ctrl-C,
+SIGINT); 143 terminated (SIGTERM). An interrupted or terminated run leaves the outputs finished before it and no
+partial file (:mod:`monai_lstmagan.io.atomic`).
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 from monai_lstmagan.inference.in_plane import run_inference
 from monai_lstmagan.inference.options import InferenceOptions
@@ -14,7 +22,39 @@ from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.transforms.intensity import MODALITIES
 from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES
 
-__all__ = ["main"]
+__all__ = ["main", "Terminated", "EXIT_INTERRUPTED", "EXIT_TERMINATED"]
+
+EXIT_INTERRUPTED = 128 + signal.SIGINT
+EXIT_TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when SIGTERM arrives during :func:`main` (a ``BaseException``, as
+    ``KeyboardInterrupt``, so that no ``except Exception`` swallows it and every ``finally`` cleans up)."""
+
+
+@contextmanager
+def _stop_signals_raise(received: list[int]) -> Iterator[None]:
+    """While the command runs: SIGINT raises ``KeyboardInterrupt`` and SIGTERM :class:`Terminated`, each noted in
+    ``received`` (an interrupt swallowed on its way, e.g. in a finaliser, still gives a non-zero exit)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    def terminate(signum, frame):
+        received.append(signum)
+        raise Terminated
+
+    previous = {signal.SIGINT: signal.signal(signal.SIGINT, interrupt), signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,6 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="lstmagan-sr",
         description="Super-resolve 3D volumes (in-plane, slice by slice; or along the slice axis with --through-plane) with an LSTMAGAN generator, keeping "
         "the scanner geometry: OUT/<name>_sr<ext> in the input's format, units and voxel type.",
+        epilog="Nothing is written when an output would replace a file of any input of the run (a header's data "
+        "file included) or when two inputs would give the same output name (e.g. d1/a.nii.gz and d2/a.nii.gz): "
+        "the run is refused; give distinct names or separate output folders. Exit status: 0 done, 1 error, "
+        "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run leaves no partial file.",
     )
     parser.add_argument("inputs", nargs="+", help=f"volume files ({', '.join(VOLUME_SUFFIXES)}) or folders")
     parser.add_argument("-o", "--output-dir", required=True, help="output folder (created if needed)")
@@ -73,28 +117,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"time bound of the fine-tuning per scan (default {DEFAULT_FINE_TUNE_SECONDS:g})",
     )
     args = parser.parse_args(argv)
+    received: list[int] = []
     try:
-        if args.through_plane:
-            if args.scale is not None or args.tile is not None:
-                raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
-            options = InferenceOptions(args.batch_size, args.device, args.amp, progress=not args.no_progress)
-            run_through_plane(
-                args.model, args.output_dir, args.inputs, args.modality, args.output_dtype, options,
-                factor=args.factor, slice_thickness=args.slice_thickness, profile=args.profile,
-                fine_tune_iterations=args.fine_tune_iterations, fine_tune_seconds=args.fine_tune_seconds,
-            )  # fmt: skip
-            return 0
-        model = args.model if args.model else pretrained_model_path(args.scale or 2)
-        run_inference(
-            model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
-            batch_size=args.batch_size, device=args.device, amp=args.amp, tile=args.tile,
-            tile_overlap=args.tile_overlap, progress=not args.no_progress,
-        )
+        with _stop_signals_raise(received):
+            _run(args)
+    except KeyboardInterrupt:
+        received.append(signal.SIGINT)
+    except Terminated:
+        received.append(signal.SIGTERM)
     except (OSError, ValueError) as e:
-        print(f"lstmagan-sr: error: {e}", file=sys.stderr)
+        print(f"lstmagan-sr: error: {_one_line(str(e))}", file=sys.stderr)
         return 1
+    except (RuntimeError, MemoryError) as e:  # e.g. the allocator: still one line, not a traceback
+        print(f"lstmagan-sr: error: {type(e).__name__}: {_one_line(str(e)) or 'out of memory'}", file=sys.stderr)
+        return 1
+    if signal.SIGTERM in received:
+        print("lstmagan-sr: terminated (SIGTERM); outputs finished before are kept, nothing partial is left.", file=sys.stderr)
+        return EXIT_TERMINATED
+    if received:
+        print("lstmagan-sr: interrupted; outputs finished before are kept, nothing partial is left.", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return 0
 
+
+def _one_line(message: str) -> str:
+    """A message on one line (the lines of a multi-line message joined)."""
+    return "; ".join(line.strip() for line in message.strip().splitlines() if line.strip())
+
+
+def _run(args: argparse.Namespace) -> None:
+    """The work of :func:`main` for parsed arguments."""
+    if args.through_plane:
+        if args.scale is not None or args.tile is not None:
+            raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
+        options = InferenceOptions(args.batch_size, args.device, args.amp, progress=not args.no_progress)
+        run_through_plane(
+            args.model, args.output_dir, args.inputs, args.modality, args.output_dtype, options,
+            factor=args.factor, slice_thickness=args.slice_thickness, profile=args.profile,
+            fine_tune_iterations=args.fine_tune_iterations, fine_tune_seconds=args.fine_tune_seconds,
+        )  # fmt: skip
+        return
+    model = args.model if args.model else pretrained_model_path(args.scale or 2)
+    run_inference(
+        model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
+        batch_size=args.batch_size, device=args.device, amp=args.amp, tile=args.tile,
+        tile_overlap=args.tile_overlap, progress=not args.no_progress,
+    )
 
 if __name__ == "__main__":
     sys.exit(main())

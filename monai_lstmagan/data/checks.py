@@ -29,6 +29,10 @@ def _volume_facts(path: str) -> dict:
         voxels, axial = read_voxels(path)
     except BadVolume as e:
         return {"error": str(e)}
+    except Exception as e:  # whatever a reader trips over: the file is reported, the scan goes on
+        return {"error": f"cannot be read ({type(e).__name__}: {e})"}
+    if voxels.dtype.fields is not None or np.iscomplexobj(voxels):
+        return {"error": f"has {voxels.dtype} voxels: a scalar, real-valued volume is expected"}
     finite = bool(np.isfinite(voxels).all()) if np.issubdtype(voxels.dtype, np.floating) else True
     values = voxels[np.isfinite(voxels)] if not finite else voxels
     low, high = (float(values.min()), float(values.max())) if values.size else (math.nan, math.nan)
@@ -104,7 +108,10 @@ def scan_volumes(
     Each file is read completely (a ``.nii.gz`` is inflated to the end so a bad gzip CRC is caught;
     a ``.mhd``'s ``.raw``/``.zraw`` is checked against the header's size) and its voxels are checked.
     A file is bad when it: cannot be read (gzip-corrupt or truncated ``.nii.gz``, ``.mhd`` whose data
-    file is missing or too short, unreadable header), has an unsupported extension, is a 2D image (or
+    file is missing or too short, a ``.zraw`` that does not inflate completely, unreadable header), has a
+    header field the readers cannot use (:func:`monai_lstmagan.io.scans.check_file`: colour or complex
+    voxels, an empty image, a non-finite or singular geometry, a scaling beyond float32), is not a
+    regular file, has an unsupported extension, is a 2D image (or
     a single slice), has more than 4 dimensions, has fewer than ``min_slices`` axial slices or is
     smaller in-plane than ``min_size``, has NaN/Inf voxels, or is constant.
 

@@ -182,7 +182,7 @@ def collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> lis
 
     Raises:
         FileNotFoundError: an input does not exist, or a folder holds no volume.
-        ValueError: a file has an unsupported suffix.
+        ValueError: a file has an unsupported suffix, or an input is neither a regular file nor a folder.
     """
     found: list[tuple[str, str]] = []
     for entry in inputs:
@@ -199,6 +199,8 @@ def collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> lis
         elif os.path.isfile(entry):
             split_suffix(entry)
             found.append((os.path.abspath(entry), modality))
+        elif os.path.exists(entry):
+            raise ValueError(f"input '{entry}' is not a regular file or a folder (a device, a pipe or a socket).")
         else:
             raise FileNotFoundError(f"input '{entry}' does not exist (neither a file nor a folder).")
     return found

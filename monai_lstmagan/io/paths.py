@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
+
+from monai_lstmagan.io.atomic import remove_stale_temporaries
 
 __all__ = [
     "NIFTI_SUFFIXES",
@@ -75,7 +78,9 @@ def is_output_of_this(path: str, output_dir: str) -> bool:
 
 
 def check_output_dir(output_dir: str) -> str:
-    """Create ``output_dir`` if needed and prove it is writable; a clear error otherwise.
+    """Create ``output_dir`` if needed and prove it is writable; a clear error otherwise. The temporary folders an
+    earlier run of this tool left there when it was killed outright are removed (with a warning;
+    :func:`monai_lstmagan.io.atomic.remove_stale_temporaries`).
 
     Returns:
         the absolute folder path.
@@ -87,4 +92,6 @@ def check_output_dir(output_dir: str) -> str:
             pass
     except OSError as e:
         raise PermissionError(f"output folder '{output_dir}' cannot be created or written: {e}") from e
+    for folder in remove_stale_temporaries(output_dir):
+        warnings.warn(f"removed '{folder}', the temporary folder of an earlier run that was killed.")
     return output_dir

@@ -22,6 +22,7 @@ axis), with a warning.
 from __future__ import annotations
 
 import gzip
+import io
 import math
 import os
 import re
@@ -61,20 +62,43 @@ class BadVolume(Exception):
     """A volume that cannot be used; the message says why, without the path (callers name the file)."""
 
 
-def _mhd_header(path: str) -> dict[str, str]:
-    header = {}
+_FLOAT32_MAX = float(np.finfo(np.float32).max)  # the model and the training transforms work in float32
+_INFLATE_CHUNK = 1 << 24  # bytes of a compressed stream inflated at a time (memory stays bounded)
+_MHD_SPACING_KEYS = ("ElementSpacing", "ElementSize")
+_MHD_ORIGIN_KEYS = ("Offset", "Origin", "Position")
+_MHD_DIRECTION_KEYS = ("TransformMatrix", "Rotation", "Orientation")
+_NIFTI_VECTOR_INTENTS = {1006, 1007, 2003, 2004}  # displacement vector, vector, RGB vector, RGBA vector
+
+
+def _metaimage_header(path: str) -> tuple[dict[str, str], int]:
+    """The keys of a MetaImage header up to its ``ElementDataFile`` (where MetaIO stops reading too: a ``.mha``
+    holds the voxels right after it) and the byte offset of the line after it.
+
+    Keys are matched exactly as MetaIO matches them (``Old_ElementDataFile`` is another key), values are the rest
+    of the line (a data file name may hold spaces).
+    """
     try:
         with open(path, "rb") as f:
             text = f.read(1 << 16).decode("latin-1")
     except OSError as e:
         raise BadVolume(f"cannot be opened ({e.strerror})") from e
-    for line in text.splitlines():
-        if "=" in line:
-            key, value = line.split("=", 1)
-            header[key.strip()] = value.strip()
+    header: dict[str, str] = {}
+    offset = 0
+    for line in text.splitlines(keepends=True):
+        offset += len(line)
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        header.setdefault(key.strip(), value.strip())
+        if key.strip() == "ElementDataFile":
+            break
     if "DimSize" not in header or "ElementDataFile" not in header:
         raise BadVolume("is not a MetaImage header (no DimSize / ElementDataFile)")
-    return header
+    return header, offset
+
+
+def _mhd_header(path: str) -> dict[str, str]:
+    return _metaimage_header(path)[0]
 
 
 def mhd_data_file(path: str) -> str | None:
@@ -85,32 +109,258 @@ def mhd_data_file(path: str) -> str | None:
     return os.path.join(os.path.dirname(path), name)
 
 
-def _check_mhd_data(path: str) -> None:
-    """Check the ``.raw``/``.zraw`` of a MetaImage exists and is as long as the header says."""
-    header = _mhd_header(path)
-    data_file = mhd_data_file(path)
-    if data_file is None:
-        return
-    if not os.path.isfile(data_file):
-        raise BadVolume(f"its data file {os.path.basename(data_file)!r} is missing")
-    size = os.path.getsize(data_file)
+def _singular(matrix: np.ndarray) -> bool:
+    """True for a (finite) square matrix without full rank (numpy's default tolerance)."""
+    return int(np.linalg.matrix_rank(matrix)) < matrix.shape[0]
+
+
+def _numbers(header: dict[str, str], key: str, count: int) -> np.ndarray | None:
+    """The ``count`` numbers of a MetaImage key (None when absent); BadVolume naming the key when they are not
+    ``count`` finite numbers (MetaIO reads ``nan`` / ``inf`` as 0 or stops there, so the geometry would be wrong)."""
+    if key not in header:
+        return None
+    try:
+        values = np.array([float(v) for v in header[key].split()], dtype=float)
+    except ValueError as e:
+        raise BadVolume(f"has an unreadable {key} ({header[key]!r}: {count} numbers expected)") from e
+    if values.size != count:
+        raise BadVolume(f"has {values.size} numbers in {key} ({header[key]!r}), {count} expected")
+    if not np.isfinite(values).all():
+        raise BadVolume(f"has a non-finite {key} ({header[key]})")
+    return values
+
+
+def _check_metaimage_header(header: dict[str, str]) -> int:
+    """Check the fields of a MetaImage header (``.mhd`` / ``.mha``) a reader relies on; the expected data size.
+
+    Returns:
+        the number of bytes of voxel data the header promises.
+    """
     try:
         dims = [int(v) for v in header["DimSize"].split()]
-        channels = int(header.get("ElementNumberOfChannels", "1"))
-        expected = math.prod(dims) * channels * _MET_BYTES[header.get("ElementType", "")]
-    except (KeyError, ValueError) as e:
-        raise BadVolume(f"has an unreadable MetaImage header ({e!r})") from e
+        ndim = int(header.get("NDims", len(dims)))
+    except ValueError as e:
+        raise BadVolume(f"has an unreadable DimSize / NDims ({header['DimSize']!r})") from e
+    if not dims or len(dims) != ndim or min(dims) < 0:
+        raise BadVolume(f"has an invalid DimSize ({header['DimSize']!r} for NDims = {ndim})")
+    if min(dims) == 0:
+        raise BadVolume(f"is an empty image (DimSize = {header['DimSize']}: no voxels)")
+    element_type = header.get("ElementType", "")
+    channels_text = header.get("ElementNumberOfChannels", "1")
+    try:
+        channels = int(channels_text)
+    except ValueError as e:
+        raise BadVolume(f"has an unreadable ElementNumberOfChannels ({channels_text!r})") from e
+    if channels != 1 or element_type.endswith("_ARRAY"):
+        raise BadVolume(
+            f"has {channels} values per voxel (ElementNumberOfChannels = {channels_text}, ElementType = "
+            f"{element_type}): a scalar (grey-value) volume is expected, not a colour or vector image"
+        )
+    if element_type not in _MET_BYTES:
+        raise BadVolume(f"has the unsupported ElementType {element_type!r} (expected one of {', '.join(_MET_BYTES)})")
+    for key in _MHD_SPACING_KEYS:
+        spacing = _numbers(header, key, ndim)
+        if spacing is not None and not np.all(spacing != 0):
+            raise BadVolume(f"has a zero voxel size in {key} ({header[key]})")
+    for key in _MHD_ORIGIN_KEYS:
+        _numbers(header, key, ndim)
+    for key in _MHD_DIRECTION_KEYS:
+        direction = _numbers(header, key, ndim * ndim)
+        if direction is not None and _singular(direction.reshape(ndim, ndim)):
+            raise BadVolume(f"has a singular {key} ({header[key]}): its axes do not span the space")
+    return math.prod(dims) * _MET_BYTES[element_type]
+
+
+def _check_inflated_size(data_file: str, offset: int, expected: int) -> None:
+    """Inflate the zlib (or gzip) stream of a compressed MetaImage from ``offset`` to its end and check it holds at
+    least ``expected`` bytes. ITK only prints "Uncompress failed" for a bad stream and returns an uninitialised
+    buffer, so this is where a random, truncated or too short ``.zraw`` is caught."""
+    name = os.path.basename(data_file)
+    inflater = zlib.decompressobj(zlib.MAX_WBITS | 32)  # zlib or gzip header, as MetaIO accepts
+    total = 0
+    try:
+        with open(data_file, "rb") as f:
+            f.seek(offset)
+            while total <= expected and not inflater.eof:
+                chunk = f.read(_INFLATE_CHUNK)
+                if not chunk:
+                    break
+                total += len(inflater.decompress(chunk, _INFLATE_CHUNK))
+                while inflater.unconsumed_tail and total <= expected:
+                    total += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK))
+    except zlib.error as e:
+        raise BadVolume(f"its compressed data {name!r} is not a valid zlib stream ({e})") from e
+    except OSError as e:
+        raise BadVolume(f"its data file {name!r} cannot be read ({e.strerror})") from e
+    if total < expected:
+        ends = "ends early (truncated)" if not inflater.eof else "is complete but too short"
+        raise BadVolume(f"its compressed data {name!r} {ends}: {total} bytes inflated, {expected} expected")
+    if total <= expected and not inflater.eof:
+        raise BadVolume(f"its compressed data {name!r} is truncated (the stream has no end)")
+
+
+def _check_metaimage(path: str) -> None:
+    """Check a MetaImage (``.mhd`` header + ``.raw``/``.zraw``, or ``.mha`` with its voxels after the header): the
+    header fields, that the data file exists and is as long as the header says, and that compressed data inflates
+    completely to that length."""
+    header, header_end = _metaimage_header(path)
+    expected = _check_metaimage_header(header)
+    if header["ElementDataFile"] == "LOCAL":
+        data_file, offset = path, header_end
+    else:
+        data_file, offset = mhd_data_file(path), 0
+        if data_file is None:
+            return  # a list or a pattern of slice files: ITK checks them
+        name = os.path.basename(data_file)
+        if not os.path.exists(data_file):
+            raise BadVolume(f"its data file {name!r} is missing")
+        if not os.path.isfile(data_file):
+            raise BadVolume(f"its data file {name!r} is not a regular file")
+    size = os.path.getsize(data_file) - offset
+    name = os.path.basename(data_file)
     if header.get("CompressedData", "False").lower() == "true":
         compressed = header.get("CompressedDataSize")
-        if compressed is not None and size < int(compressed):
-            raise BadVolume(
-                f"its data file {os.path.basename(data_file)!r} is too short "
-                f"({size} bytes, header says {int(compressed)})"
-            )
-    elif size < expected + max(0, int(header.get("HeaderSize", "0"))):
+        try:
+            compressed_size = None if compressed is None else int(compressed)
+        except ValueError as e:
+            raise BadVolume(f"has an unreadable CompressedDataSize ({compressed!r})") from e
+        if compressed_size is not None and size < compressed_size:
+            raise BadVolume(f"its data file {name!r} is too short ({size} bytes, header says {compressed_size})")
+        _check_inflated_size(data_file, offset, expected)
+        return
+    try:
+        skip = max(0, int(header.get("HeaderSize", "0")))
+    except ValueError as e:
+        raise BadVolume(f"has an unreadable HeaderSize ({header['HeaderSize']!r})") from e
+    if size < expected + skip:
+        raise BadVolume(f"its data file {name!r} is too short ({size} bytes, {expected} expected)")
+
+
+def _check_itk_header(path: str) -> None:
+    """Check what ITK reads from the header of an NRRD (``.nrrd`` / ``.nhdr``): sizes, voxel type, spacing, origin
+    and directions."""
+    try:
+        image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        if image_io is None:
+            raise BadVolume("cannot be read by ITK (no reader recognises the file)")
+        image_io.SetFileName(path)
+        image_io.ReadImageInformation()
+    except BadVolume:
+        raise
+    except Exception as e:
+        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+    ndim = image_io.GetNumberOfDimensions()
+    sizes = [int(image_io.GetDimensions(i)) for i in range(ndim)]
+    if min(sizes, default=0) == 0:
+        raise BadVolume(f"is an empty image (sizes {' '.join(map(str, sizes))}: no voxels)")
+    pixel = image_io.GetPixelTypeAsString(image_io.GetPixelType())
+    component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
+    if image_io.GetNumberOfComponents() != 1 or pixel != "scalar":
         raise BadVolume(
-            f"its data file {os.path.basename(data_file)!r} is too short ({size} bytes, {expected} expected)"
+            f"has {image_io.GetNumberOfComponents()} {component} values per voxel (pixel type {pixel}): a scalar "
+            "(grey-value) volume is expected, not a colour, vector or complex image"
         )
+    spacing = np.array([image_io.GetSpacing(i) for i in range(ndim)], float)
+    origin = np.array([image_io.GetOrigin(i) for i in range(ndim)], float)
+    direction = np.array([image_io.GetDirection(i) for i in range(ndim)], float)
+    if not np.isfinite(spacing).all() or not np.all(spacing != 0):
+        raise BadVolume(f"has an unusable voxel size (spacings / space directions: {spacing.tolist()})")
+    if not np.isfinite(origin).all():
+        raise BadVolume(f"has a non-finite origin (space origin: {origin.tolist()})")
+    if not np.isfinite(direction).all() or _singular(direction):
+        raise BadVolume(f"has non-finite or singular axis directions (space directions: {direction.tolist()})")
+
+
+def _nifti_header(path: str) -> Any:
+    """The header of a NIfTI-1 or NIfTI-2 file (only its first bytes are read; a ``.nii.gz`` is inflated that far)."""
+    compressed = volume_suffix(path) == ".nii.gz"
+    try:
+        with (gzip.open if compressed else open)(path, "rb") as f:
+            head = f.read(540)
+    except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
+        if compressed:
+            raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+        raise BadVolume(f"cannot be opened ({e})") from e
+    nifti2 = head[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either endianness
+    if len(head) < (540 if nifti2 else 348):
+        raise BadVolume(f"is too short for a NIfTI header ({len(head)} bytes)")
+    try:
+        return (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(io.BytesIO(head))
+    except Exception as e:
+        raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+
+
+def _check_nifti_header(path: str) -> None:
+    """Check the fields of a NIfTI header that the readers rely on: the voxel type (scalar, real), the sizes, the
+    voxel size (``pixdim``), each transform that is in use (``sform`` rows, ``qform`` quaternion and offsets:
+    finite, not singular) and the scaling (``scl_slope`` / ``scl_inter``: finite, inside the float32 range the
+    model works in)."""
+    header = _nifti_header(path)
+    code = int(header["datatype"])
+    try:
+        dtype = np.dtype(header.get_data_dtype())
+    except Exception as e:
+        raise BadVolume(f"has an unknown NIfTI datatype ({code})") from e
+    label = nib.nifti1.data_type_codes.label.get(code, str(dtype))
+    if dtype.fields is not None:
+        raise BadVolume(
+            f"has {label} colour voxels (datatype = {code}): a scalar (grey-value) volume is expected; convert it "
+            "to grey values first"
+        )
+    if dtype.kind == "c":
+        raise BadVolume(
+            f"has complex voxels ({label}, datatype = {code}): refused rather than silently dropping the imaginary "
+            "part; save the magnitude (or the real part) as a real-valued volume"
+        )
+    dim = [int(v) for v in header["dim"]]
+    ndim = dim[0]
+    if not 1 <= ndim <= 7:
+        raise BadVolume(f"has an invalid dim[0] = {ndim} (1..7 expected)")
+    for i in range(1, ndim + 1):
+        if dim[i] <= 0:
+            raise BadVolume(f"is an empty image (dim[{i}] = {dim[i]}, shape {tuple(dim[1 : ndim + 1])}: no voxels)")
+    intent = int(header["intent_code"])
+    if ndim >= 5 and dim[5] > 1 and intent in _NIFTI_VECTOR_INTENTS:
+        raise BadVolume(
+            f"has {dim[5]} values per voxel (dim[5] = {dim[5]}, intent_code = {intent}): a scalar (grey-value) "
+            "volume is expected, not a vector image"
+        )
+    pixdim = [float(v) for v in header["pixdim"]]
+    for i in range(1, min(3, ndim) + 1):
+        if not math.isfinite(pixdim[i]):
+            raise BadVolume(f"has a non-finite voxel size pixdim[{i}] = {pixdim[i]}")
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code > 0:
+        for row in ("srow_x", "srow_y", "srow_z"):
+            values = np.asarray(header[row], float)
+            if not np.isfinite(values).all():
+                raise BadVolume(f"has a non-finite sform: {row} = {values.tolist()} (sform_code = {sform_code})")
+        if _singular(np.asarray(header.get_sform())[:3, :3]):
+            raise BadVolume(f"has a singular sform (srow_x/y/z: its axes do not span the space; sform_code = {sform_code})")
+    if qform_code > 0:
+        for field in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"):
+            if not math.isfinite(float(header[field])):
+                raise BadVolume(f"has a non-finite qform: {field} = {float(header[field])} (qform_code = {qform_code})")
+    affine = np.asarray(header.get_best_affine(), float)
+    source = "sform" if sform_code > 0 else "qform (quatern_*, pixdim)" if qform_code > 0 else "pixdim"
+    if not np.isfinite(affine).all() or _singular(affine[:3, :3]):
+        raise BadVolume(f"has a non-finite or singular voxel-to-world affine (from its {source}: {affine[:3].tolist()})")
+    slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
+    if math.isinf(slope):
+        raise BadVolume(f"has an infinite scl_slope ({slope})")
+    if slope != 0 and math.isfinite(slope):
+        if not math.isfinite(inter):
+            raise BadVolume(f"has scl_slope = {slope:g} with a non-finite scl_inter ({inter})")
+        if np.issubdtype(dtype, np.integer):
+            info = np.iinfo(dtype)
+            peak = max(abs(float(info.min)), abs(float(info.max))) * abs(slope) + abs(inter)
+        else:
+            peak = abs(inter)
+        if peak > _FLOAT32_MAX:
+            raise BadVolume(
+                f"has scl_slope = {slope:g}, scl_inter = {inter:g}: its {dtype} voxels scale to values up to "
+                f"{peak:.3g}, beyond the float32 range ({_FLOAT32_MAX:.3g})"
+            )
 
 
 def _inflate(path: str) -> bytes:
@@ -123,24 +373,41 @@ def _inflate(path: str) -> bytes:
 
 
 def check_file(path: str, inflate: bool = True) -> None:
-    """Raise :class:`BadVolume` for a file-level problem: unsupported suffix, missing file, a corrupt or
-    truncated gzip stream (``.nii.gz``: the whole stream is inflated, so the CRC is checked; ``inflate=False``
-    leaves that to the reader, :func:`read_voxels` / :func:`read_scan` inflate once), a ``.mhd`` whose data
-    file is missing or too short."""
+    """Raise :class:`BadVolume` for a file-level problem, before a reader sees the file.
+
+    - the name: an unsupported suffix; the file: missing, or not a regular file (a folder, a device, a pipe);
+    - a ``.nii.gz`` whose gzip stream is corrupt or truncated: the whole stream is inflated, so the CRC is
+      checked (``inflate=False`` leaves that to the reader: :func:`read_voxels` / :func:`read_scan` inflate once);
+    - the NIfTI header: colour (RGB) or complex voxels, an empty image (``dim`` 0), a non-finite ``pixdim``, a
+      non-finite or singular ``sform`` / ``qform``, a non-finite ``scl_slope``/``scl_inter`` or one scaling the
+      voxel type beyond the float32 range;
+    - a MetaImage (``.mhd``, ``.mha``): its header fields (``DimSize`` 0: an empty image, several channels, an
+      unknown ``ElementType``, a non-finite or zero ``ElementSpacing``, a non-finite ``Offset``, a non-finite or
+      singular ``TransformMatrix``), a data file that is missing or shorter than the header says, and compressed
+      data (``CompressedData = True``) that does not inflate completely to that length (always inflated here:
+      ITK does not report a bad stream);
+    - an NRRD: what ITK reads from its header (sizes, voxel type, spacing, origin, directions).
+    """
     suffix = volume_suffix(path)
     if suffix is None:
         raise BadVolume(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise BadVolume("does not exist")
+    if not os.path.isfile(path):
+        raise BadVolume("is not a regular file")
     if suffix == ".nii.gz" and inflate:
         try:
             with gzip.open(path, "rb") as f:  # streamed: only the check is needed here, not the content
-                while f.read(1 << 24):
+                while f.read(_INFLATE_CHUNK):
                     pass
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
             raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
-    elif suffix == ".mhd":
-        _check_mhd_data(path)
+    if suffix in NIFTI_SUFFIXES:
+        _check_nifti_header(path)
+    elif suffix in (".mhd", ".mha"):
+        _check_metaimage(path)
+    else:
+        _check_itk_header(path)
 
 
 def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
@@ -193,17 +460,23 @@ def read_voxels(path: str) -> tuple[np.ndarray, int]:
 
 
 def voxel_problem(voxels: Any) -> str | None:
-    """What makes these voxel values unusable, or None: NaN/Inf voxels, or a constant image.
+    """What makes these voxel values unusable, or None: no voxels, NaN/Inf voxels, values beyond the float32 range
+    the model works in, or a constant image.
 
     ``voxels``: a numpy array or torch tensor of any shape. The message is phrased to follow the file name.
     """
     values = np.asarray(voxels.detach().cpu().numpy() if hasattr(voxels, "detach") else voxels)
+    if values.size == 0:
+        return f"is an empty image (shape {tuple(values.shape)}: no voxels)"
     if np.issubdtype(values.dtype, np.floating):
         bad = int(values.size - np.count_nonzero(np.isfinite(values)))
         if bad:
             return f"contains {bad} NaN or Inf voxels"
-    if values.size == 0 or not float(values.min()) < float(values.max()):
-        return f"is a constant image (every voxel is {float(values.min()) if values.size else math.nan:g})"
+        peak = float(np.abs(values).max())
+        if peak > _FLOAT32_MAX:
+            return f"has voxel values up to {peak:.3g}, beyond the float32 range ({_FLOAT32_MAX:.3g})"
+    if not float(values.min()) < float(values.max()):
+        return f"is a constant image (every voxel is {float(values.min()):g})"
     return None
 
 
@@ -246,10 +519,12 @@ def read_scan(path: str) -> Scan:
     A 4D NIfTI image uses its first volume (warned), as in training.
 
     Raises:
-        FileNotFoundError / ValueError: naming the file when it is missing, damaged (:func:`check_file`),
-        unreadable, not a 3D scalar volume, or its voxels are unusable (:func:`voxel_problem`).
+        FileNotFoundError: naming the file when it does not exist.
+        ValueError: naming the file when it is not a regular file, damaged or has a bad header
+            (:func:`check_file`), unreadable, not a 3D scalar volume, or its voxels are unusable
+            (:func:`voxel_problem`).
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(f"input volume '{path}' does not exist.")
     try:
         check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
@@ -264,6 +539,15 @@ def read_scan(path: str) -> Scan:
 
 def _read_checked_scan(path: str) -> Scan:
     """:func:`read_scan` after :func:`check_file`; reader failures raise :class:`BadVolume`."""
+    try:
+        return _read_scan_voxels(path)
+    except (BadVolume, ValueError):
+        raise
+    except Exception as e:  # whatever a reader trips over: still one line naming the file
+        raise BadVolume(f"cannot be read ({type(e).__name__}: {e})") from e
+
+
+def _read_scan_voxels(path: str) -> Scan:
     if volume_suffix(path) in NIFTI_SUFFIXES:
         image, array = _open_nifti(path)
         if array.ndim == 4:
@@ -275,8 +559,13 @@ def _read_checked_scan(path: str) -> Scan:
         # nibabel moves scl_slope/scl_inter from the loaded header into the data proxy
         slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
         scaled = bool(slope != 1.0 or inter != 0.0)
+        if scaled and array.size and np.isfinite(array).all() and float(np.abs(array).max()) > _FLOAT32_MAX:
+            raise BadVolume(
+                f"has scl_slope = {slope:g}, scl_inter = {inter:g}: its voxels scale to values up to "
+                f"{float(np.abs(array).max()):.3g}, beyond the float32 range ({_FLOAT32_MAX:.3g})"
+            )
         dtype = np.dtype(image.get_data_dtype())
-        return Scan(path, array, np.asarray(image.affine, float), dtype, image.header, scaled=scaled)
+        return Scan(path, array, _checked_affine(np.asarray(image.affine, float)), dtype, image.header, scaled=scaled)
     image = _open_itk(path)
     if image.GetImageDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(
@@ -289,7 +578,14 @@ def _read_checked_scan(path: str) -> Scan:
     affine_lps = np.eye(4)
     affine_lps[:3, :3] = direction * spacing
     affine_lps[:3, 3] = np.asarray(image.GetOrigin(), float)
-    return Scan(path, array, LPS_TO_RAS @ affine_lps, array.dtype, None, _itk_compressed(path))
+    return Scan(path, array, _checked_affine(LPS_TO_RAS @ affine_lps), array.dtype, None, _itk_compressed(path))
+
+
+def _checked_affine(affine: np.ndarray) -> np.ndarray:
+    """``affine`` when it is finite and not singular (the header checks name the field; this is the last guard)."""
+    if not np.isfinite(affine).all() or _singular(affine[:3, :3]):
+        raise BadVolume(f"has a non-finite or singular voxel-to-world affine ({affine[:3].tolist()})")
+    return affine
 
 
 def _nhdr_data_file(path: str) -> str | None:
