@@ -160,7 +160,10 @@ def _check_architecture(kwargs: Mapping[str, Any], path: str) -> None:
         values = list(value) if field == "kernel_sizes" and isinstance(value, (list, tuple)) else [value]
         integer = field != "beta"
         usable = len(values) <= 16 and all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and low <= v <= high
+            isinstance(v, (int, float))
+            and not isinstance(v, bool)
+            and math.isfinite(v)
+            and low <= v <= high
             and (not integer or float(v).is_integer())
             for v in values
         )
@@ -188,7 +191,9 @@ def _check_weight_shapes(kwargs: Mapping[str, Any], state_dict: Mapping, path: s
             detail.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]!r})")
         if different:
             k = different[0]
-            detail.append(f"{len(different)} of another shape (e.g. {k!r}: {found[k]} in the file, {expected[k]} recorded)")
+            detail.append(
+                f"{len(different)} of another shape (e.g. {k!r}: {found[k]} in the file, {expected[k]} recorded)"
+            )
         raise ValueError(
             f"generator checkpoint '{path}': weights do not match the recorded architecture {dict(kwargs)}: "
             + "; ".join(detail)
@@ -238,7 +243,9 @@ def load_generator(
                 f"generator checkpoint '{path}' cannot be read: it is not a plain weights file and loading it would "
                 f"run code from the file ({reason}); refused."
             ) from e
-        raise ValueError(f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {lines[-1]}") from e
+        raise ValueError(
+            f"generator checkpoint '{path}' cannot be read (truncated or not a torch file): {lines[-1]}"
+        ) from e
     state_dict, info = _checkpoint_parts(ckpt, path)
     kwargs = dict(info["generator"])
     scale = kwargs.get("scale")

@@ -16,7 +16,11 @@ from contextlib import contextmanager
 
 from monai_lstmagan.inference.in_plane import run_inference
 from monai_lstmagan.inference.options import InferenceOptions
-from monai_lstmagan.inference.through_plane import DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, run_through_plane
+from monai_lstmagan.inference.through_plane import (
+    DEFAULT_FINE_TUNE_ITERATIONS,
+    DEFAULT_FINE_TUNE_SECONDS,
+    run_through_plane,
+)
 from monai_lstmagan.io.paths import VOLUME_SUFFIXES
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.transforms.intensity import MODALITIES
@@ -49,7 +53,10 @@ def _stop_signals_raise(received: list[int]) -> Iterator[None]:
         received.append(signum)
         raise Terminated
 
-    previous = {signal.SIGINT: signal.signal(signal.SIGINT, interrupt), signal.SIGTERM: signal.signal(signal.SIGTERM, terminate)}
+    previous = {
+        signal.SIGINT: signal.signal(signal.SIGINT, interrupt),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, terminate),
+    }
     try:
         yield
     finally:
@@ -61,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console command ``lstmagan-sr IN... -o OUT [--model MODEL | --scale 2|4]``."""
     parser = argparse.ArgumentParser(
         prog="lstmagan-sr",
-        description="Super-resolve 3D volumes (in-plane, slice by slice; or along the slice axis with --through-plane) with an LSTMAGAN generator, keeping "
+        description="Super-resolve 3D volumes (in-plane, slice by slice; or along the slice axis with --through-plane) "
+        "with an LSTMAGAN generator, keeping "
         "the scanner geometry: OUT/<name>_sr<ext> in the input's format, units and voxel type.",
         epilog="Nothing is written when an output would replace a file of any input of the run (a header's data "
         "file included) or when two inputs would give the same output name (e.g. d1/a.nii.gz and d2/a.nii.gz): "
@@ -80,7 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation")
     parser.add_argument(
-        "--batch-size", type=int, default=None, help="slices (--through-plane: planes) per forward pass (default: 8 on CUDA, 1 on CPU)"
+        "--batch-size",
+        type=int,
+        default=None,
+        help="slices (--through-plane: planes) per forward pass (default: 8 on CUDA, 1 on CPU)",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
     parser.add_argument("--amp", action="store_true", help="mixed precision")
@@ -104,7 +115,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--slice-thickness", type=float, default=None, help="slice thickness in mm (default: the slice spacing)"
     )
     through.add_argument(
-        "--profile", default=DEFAULT_PROFILE, choices=PROFILES,
+        "--profile",
+        default=DEFAULT_PROFILE,
+        choices=PROFILES,
         help=f"slice profile: box (contiguous slices averaging their thickness) or gaussian (FWHM = thickness); "
         f"default {DEFAULT_PROFILE}",
     )
@@ -113,7 +126,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help=f"self-supervised fine-tuning steps on each scan (default {DEFAULT_FINE_TUNE_ITERATIONS}; 0: none)",
     )  # fmt: skip
     through.add_argument(
-        "--fine-tune-seconds", type=float, default=DEFAULT_FINE_TUNE_SECONDS,
+        "--fine-tune-seconds",
+        type=float,
+        default=DEFAULT_FINE_TUNE_SECONDS,
         help=f"time bound of the fine-tuning per scan (default {DEFAULT_FINE_TUNE_SECONDS:g})",
     )
     args = parser.parse_args(argv)
@@ -132,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lstmagan-sr: error: {type(e).__name__}: {_one_line(str(e)) or 'out of memory'}", file=sys.stderr)
         return 1
     if signal.SIGTERM in received:
-        print("lstmagan-sr: terminated (SIGTERM); outputs finished before are kept, nothing partial is left.", file=sys.stderr)
+        print(
+            "lstmagan-sr: terminated (SIGTERM); outputs finished before are kept, nothing partial is left.",
+            file=sys.stderr,
+        )
         return EXIT_TERMINATED
     if received:
         print("lstmagan-sr: interrupted; outputs finished before are kept, nothing partial is left.", file=sys.stderr)
@@ -159,10 +177,20 @@ def _run(args: argparse.Namespace) -> None:
         return
     model = args.model if args.model else pretrained_model_path(args.scale or 2)
     run_inference(
-        model, args.output_dir, expected_scale=args.scale, inputs=args.inputs, modality=args.modality, output_dtype=args.output_dtype,
-        batch_size=args.batch_size, device=args.device, amp=args.amp, tile=args.tile,
-        tile_overlap=args.tile_overlap, progress=not args.no_progress,
+        model,
+        args.output_dir,
+        expected_scale=args.scale,
+        inputs=args.inputs,
+        modality=args.modality,
+        output_dtype=args.output_dtype,
+        batch_size=args.batch_size,
+        device=args.device,
+        amp=args.amp,
+        tile=args.tile,
+        tile_overlap=args.tile_overlap,
+        progress=not args.no_progress,
     )
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -125,9 +125,7 @@ def plot_training_curves(output_dir: str) -> list[str]:
     written: list[str] = []
     iterations_csv = os.path.join(output_dir, "iterations.csv")
     if _usable(iterations_csv):
-        means = read_epoch_means(
-            iterations_csv, (*LOSS_COLUMNS, *CRITIC_COLUMNS)
-        )
+        means = read_epoch_means(iterations_csv, (*LOSS_COLUMNS, *CRITIC_COLUMNS))
         if not means:
             warnings.warn(f"{iterations_csv} has no rows: its curves are skipped.", stacklevel=2)
         else:
@@ -183,7 +181,9 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
     ax.plot(means["epoch"], means[LossKeys.D_ACCURACY], marker="o", markersize=3, label="D accuracy (paired)")
     if _has_values(means.get(LossKeys.D_ACCURACY_MIDPOINT)):
-        ax.plot(means["epoch"], means[LossKeys.D_ACCURACY_MIDPOINT], marker="s", markersize=3, label="D accuracy (midpoint)")
+        ax.plot(
+            means["epoch"], means[LossKeys.D_ACCURACY_MIDPOINT], marker="s", markersize=3, label="D accuracy (midpoint)"
+        )
     ax.axhline(0.5, color="gray", linestyle="--", linewidth=1, label="chance")
     ax.set_ylim(-0.02, 1.02)
     _epoch_axis(ax)
@@ -306,7 +306,12 @@ def plot_comparison(
         ax.add_patch(Rectangle((r0 - 0.5, c0 - 0.5), rh, cw, fill=False, edgecolor="yellow", linewidth=1))
         zoom = ax.inset_axes((0.6, 0.0, 0.4, 0.4))
         zoom.imshow(
-            image[r0 : r0 + rh, c0 : c0 + cw].T, cmap="gray", vmin=0.0, vmax=1.0, origin="lower", interpolation="nearest"
+            image[r0 : r0 + rh, c0 : c0 + cw].T,
+            cmap="gray",
+            vmin=0.0,
+            vmax=1.0,
+            origin="lower",
+            interpolation="nearest",
         )
         zoom.set_xticks([])
         zoom.set_yticks([])
@@ -317,7 +322,13 @@ def plot_comparison(
         diff_ax = axes[1, col]
         if name == reference_name:
             diff_ax.axis("off")
-            diff_ax.text(0.5, 0.5, f"difference to {reference_name}\n(red: method > {reference_name},\nblue: method < {reference_name})", ha="center", va="center")
+            diff_ax.text(
+                0.5,
+                0.5,
+                f"difference to {reference_name}\n(red: method > {reference_name},\nblue: method < {reference_name})",
+                ha="center",
+                va="center",
+            )
             continue
         shown = diff_ax.imshow(
             differences[name].T, cmap="bwr", vmin=-limit, vmax=limit, origin="lower", interpolation="nearest"

@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from monai_lstmagan.io.atomic import atomic_files, atomic_write, default_file_mode
 from monai_lstmagan.checkpoints import atomic_save
 from monai_lstmagan.evaluation import evaluate
 from monai_lstmagan.inference import run_inference
 from monai_lstmagan.io import check_output_dir
+from monai_lstmagan.io.atomic import atomic_files, atomic_write, default_file_mode
 
 
 def test_atomic_write_replaces_on_success_and_leaves_the_old_file_on_failure(tmp_path):

@@ -236,7 +236,10 @@ def test_every_bad_case_through_lstmagan_sr_names_the_file_and_writes_nothing(tm
         out = tmp_path / "out" / re.sub(r"\W", "_", name)
         assert main([path, "-o", str(out), "--model", model, "--no-progress"]) == 1, name
         error = capsys.readouterr().err
-        assert os.path.basename(path) in error and re.search(_INFERENCE_WORDING.get(name, pattern), error), (name, error)
+        assert os.path.basename(path) in error and re.search(_INFERENCE_WORDING.get(name, pattern), error), (
+            name,
+            error,
+        )
         assert not out.exists() or not list(out.iterdir()), (name, list(out.iterdir()))  # nothing partial
 
 
@@ -247,8 +250,8 @@ def test_every_advertised_format_round_trips_through_lstmagan_sr(tmp_path, suffi
 
     from monai_lstmagan.checkpoints import save_generator
     from monai_lstmagan.cli import main
-    from monai_lstmagan.networks import LSTMAGANGenerator
     from monai_lstmagan.io.scans import read_scan
+    from monai_lstmagan.networks import LSTMAGANGenerator
 
     kwargs = {"scale": 2, "num_blocks": 1, "channels": 4, "dense_layers": 1, "growth": 4}
     torch.manual_seed(0)
@@ -267,4 +270,6 @@ def test_every_advertised_format_round_trips_through_lstmagan_sr(tmp_path, suffi
     result = read_scan(str(tmp_path / "out" / f"scan_sr{suffix}"))
     assert result.array.shape == (values.shape[0] * 2, values.shape[1] * 2, values.shape[2])
     assert result.dtype == source.dtype
-    np.testing.assert_allclose(np.abs(np.diag(result.affine)[:3]), np.abs(np.diag(source.affine)[:3]) / [2, 2, 1], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.abs(np.diag(result.affine)[:3]), np.abs(np.diag(source.affine)[:3]) / [2, 2, 1], rtol=1e-5
+    )

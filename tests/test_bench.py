@@ -142,7 +142,9 @@ def test_naive_loop_matches_streaming_inference():
     volume = torch.rand(1, 8, 10, 5)
     naive = naive_super_resolve_volume(generator, volume, 2)
     assert naive.shape == (1, 16, 20, 5)
-    torch.testing.assert_close(naive, super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=2)), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        naive, super_resolve_volume(generator, volume, 2, InferenceOptions(batch_size=2)), rtol=1e-5, atol=1e-5
+    )
 
 
 def test_peak_memory_tracker_sees_an_allocation():

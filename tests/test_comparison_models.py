@@ -15,9 +15,11 @@ import pytest
 import torch
 from volume_factory import mr_volume
 
+from monai_lstmagan.bench.complexity import COMPARISON_CONFIGS, count_flops, generator_complexity_table
+from monai_lstmagan.bench.complexity import main as complexity_main
 from monai_lstmagan.checkpoints import latest_checkpoint, load_generator, save_generator
-from monai_lstmagan.engines import LSTMAGANTrainer as AdversarialTrainer
 from monai_lstmagan.cli import main as lstmagan_sr
+from monai_lstmagan.engines import LSTMAGANTrainer as AdversarialTrainer
 from monai_lstmagan.losses import DiscriminatorFeatureLoss, HybridLoss, LossKeys, WGANGPObjective
 from monai_lstmagan.networks import (
     GENERATORS,
@@ -29,8 +31,6 @@ from monai_lstmagan.networks import (
     bicubic_upsample_slices,
     build_generator,
 )
-from monai_lstmagan.bench.complexity import COMPARISON_CONFIGS, count_flops, generator_complexity_table
-from monai_lstmagan.bench.complexity import main as complexity_main
 from monai_lstmagan.networks.fa_gan import SelfAttention
 from monai_lstmagan.networks.medsrgan import ResidualWholeMapAttentionBlock
 

@@ -29,6 +29,8 @@ def ssim_whole_reference(pred: torch.Tensor, target: torch.Tensor) -> float:
 
     metric = SSIMMetric(spatial_dims=2, data_range=1.0, win_size=SSIM_WINDOW, kernel_sigma=SSIM_SIGMA, reduction="mean")
     return float(metric(pred.float(), target.float()).mean())
+
+
 TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth": 8}
 
 
@@ -88,7 +90,10 @@ def test_summarize_mean_and_sample_std():
         {"volume": v, "method": "sr", "region": r, "psnr": p, "ssim": s}
         for v, p, s in (("a", 30.0, 0.8), ("b", 34.0, 0.9))
         for r in ("foreground", "whole")
-    ] + [{"volume": "a", "method": "bicubic", "region": r, "psnr": 28.0, "ssim": math.nan} for r in ("foreground", "whole")]
+    ] + [
+        {"volume": "a", "method": "bicubic", "region": r, "psnr": 28.0, "ssim": math.nan}
+        for r in ("foreground", "whole")
+    ]
     summary = summarize(rows)
     assert summary["sr"]["foreground"]["psnr"] == {"mean": 32.0, "std": pytest.approx(math.sqrt(8.0)), "count": 2}
     assert summary["sr"]["whole"]["ssim"]["mean"] == pytest.approx(0.85)

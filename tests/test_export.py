@@ -57,7 +57,9 @@ def test_network_def_is_the_architecture_of_its_checkpoint():
     inference["bundle_root"] = BUNDLE
     trained = train.get_parsed_content("generator_def")
     exported = inference.get_parsed_content("network_def").generator
-    assert {k: v.shape for k, v in trained.state_dict().items()} == {k: v.shape for k, v in exported.state_dict().items()}
+    assert {k: v.shape for k, v in trained.state_dict().items()} == {
+        k: v.shape for k, v in exported.state_dict().items()
+    }
     assert trained.scale == exported.scale
 
 
@@ -73,7 +75,9 @@ def test_metadata_passes_the_shipped_schema_offline(tmp_path):
 
 
 def test_verify_net_in_out(tmp_path):
-    verify_net_in_out(net_id="network_def", meta_file=METADATA, config_file=INFERENCE, bundle_root=BUNDLE, device="cpu", n=2)
+    verify_net_in_out(
+        net_id="network_def", meta_file=METADATA, config_file=INFERENCE, bundle_root=BUNDLE, device="cpu", n=2
+    )
     # the check is real (MONAI checks channels and dtype, not the output size): 3 output channels are rejected
     with open(METADATA) as f:
         wrong = json.load(f)
@@ -82,7 +86,12 @@ def test_verify_net_in_out(tmp_path):
     wrong_file.write_text(json.dumps(wrong))
     with pytest.raises(ValueError):
         verify_net_in_out(
-            net_id="network_def", meta_file=str(wrong_file), config_file=INFERENCE, bundle_root=BUNDLE, device="cpu", n=2
+            net_id="network_def",
+            meta_file=str(wrong_file),
+            config_file=INFERENCE,
+            bundle_root=BUNDLE,
+            device="cpu",
+            n=2,
         )
 
 

@@ -125,8 +125,7 @@ def test_generator_checkpoint_latest_and_best(tmp_path):
     latest.attach(evaluator)
     saved_epochs: list[int] = []
     evaluator.add_event_handler(
-        Events.EPOCH_COMPLETED,
-        lambda e: saved_epochs.append(load_generator(tmp_path / "model_best.pt")[1]["epoch"]),
+        Events.EPOCH_COMPLETED, lambda e: saved_epochs.append(load_generator(tmp_path / "model_best.pt")[1]["epoch"])
     )
     evaluator.run([0], max_epochs=3)
     assert saved_epochs == [1, 2, 2] and best.state_dict() == {"best_metric": 12.0, "best_epoch": 2}

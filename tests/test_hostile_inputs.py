@@ -229,10 +229,7 @@ HEADER_CASES = {
         r"non-finite qform: quatern_c = nan",
     ),
     "08 NaN in pixdim": (lambda p: _nifti_with(p, _set(pixdim2=np.nan)), r"non-finite voxel size pixdim\[2\] = nan"),
-    "08 singular sform": (
-        lambda p: _nifti_with(p, _set(srow_x=np.zeros(4))),
-        r"singular sform \(srow_x/y/z",
-    ),
+    "08 singular sform": (lambda p: _nifti_with(p, _set(srow_x=np.zeros(4))), r"singular sform \(srow_x/y/z"),
     "09 Inf in the sform offset": (lambda p: _nifti_with(p, _set(srow_z=(3, np.inf))), r"non-finite sform: srow_z"),
     "10 scl_slope 1e38": (
         lambda p: _nifti_with(p, _set(scl_slope=1e38)),
@@ -268,7 +265,9 @@ def test_an_input_that_is_not_a_regular_file(tmp_path, capsys, model):
     d = tmp_path / "d"
     d.mkdir()
     os.mkfifo(d / "pipe.nii.gz")  # reading it would block forever
-    _refused(capsys, [str(d / "pipe.nii.gz"), "--model", model], [], tmp_path / "out", "pipe.nii.gz", "not a regular file")
+    _refused(
+        capsys, [str(d / "pipe.nii.gz"), "--model", model], [], tmp_path / "out", "pipe.nii.gz", "not a regular file"
+    )
     with pytest.raises(ValueError, match="pipe.nii.gz.*not a regular file"):
         check_volumes([{"image": str(d / "pipe.nii.gz")}])
 
@@ -300,7 +299,9 @@ def test_case11_recorded_architecture_values_are_bounded_before_building(tmp_pat
     d.mkdir()
     scan = write_nifti(d / "a.nii.gz", mr_volume())
     hostile = _model_recording(tmp_path, model, **changes)
-    _refused(capsys, [scan, "--model", hostile], [d, Path(hostile).parent], tmp_path / "out", re.escape(hostile), pattern)
+    _refused(
+        capsys, [scan, "--model", hostile], [d, Path(hostile).parent], tmp_path / "out", re.escape(hostile), pattern
+    )
 
 
 class _RunsCode:
@@ -346,8 +347,7 @@ def test_case12_a_full_disk_names_the_output_file(tmp_path, capsys, model, monke
     _refused(capsys, [scan, "--model", model], [d], out, re.escape(str(out / "a_sr.nii.gz")), "No space left on device")
 
 
-_SCRIPT = textwrap.dedent(
-    """
+_SCRIPT = textwrap.dedent("""
     import os, resource, signal, sys, time
     import monai_lstmagan.inference.files as files
     from monai_lstmagan.cli import main
@@ -367,8 +367,7 @@ _SCRIPT = textwrap.dedent(
 
         files.write_scan = slow_write
     sys.exit(main(sys.argv[3:]))
-    """
-)
+    """)
 
 
 def _start(tmp_path: Path, mode: str, argv: list[str]) -> tuple[subprocess.Popen, Path]:
@@ -442,7 +441,9 @@ def test_case14_sigint_from_outside_exits_130_with_nothing_partial(tmp_path, mod
     assert _leftovers(out) == [] and _hashes(d) == before
 
 
-@pytest.mark.parametrize("signum, status, words", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")])
+@pytest.mark.parametrize(
+    "signum, status, words", [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+)
 def test_case14_a_signal_during_a_write_keeps_finished_outputs_and_leaves_nothing_partial(
     tmp_path, capsys, model, monkeypatch, signum, status, words
 ):

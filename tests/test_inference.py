@@ -14,10 +14,16 @@ import pytest
 import torch
 from volume_factory import ct_volume, mr_volume, write_mhd
 
-from monai_lstmagan.checkpoints import save_generator
+from monai_lstmagan.checkpoints import load_generator, save_generator
 from monai_lstmagan.cli import main
-from monai_lstmagan.checkpoints import load_generator
-from monai_lstmagan.inference import InferenceOptions, default_batch_size, InPlaneSR, run_inference, super_resolve_file, super_resolve_volume
+from monai_lstmagan.inference import (
+    InferenceOptions,
+    InPlaneSR,
+    default_batch_size,
+    run_inference,
+    super_resolve_file,
+    super_resolve_volume,
+)
 from monai_lstmagan.io.geometry import upsampled_affine
 from monai_lstmagan.io.paths import output_path_for
 from monai_lstmagan.io.scans import read_scan
@@ -128,7 +134,9 @@ def test_mhd_ct_rotated_geometry_hu_and_dtype(tmp_path):
     volume[6:12, 7:13] = 1200  # bone: above the -1000..400 HU window the generator works in
     direction = _rotation(2, 30.0) @ _rotation(1, 10.0)
     spacing, origin = (0.7, 0.8, 2.5), (-50.0, 20.0, -300.0)
-    path = write_mhd(str(tmp_path / "chest.mhd"), volume, spacing=spacing, direction=direction, origin=origin, compressed=True)
+    path = write_mhd(
+        str(tmp_path / "chest.mhd"), volume, spacing=spacing, direction=direction, origin=origin, compressed=True
+    )
     before = _sha(path), _sha(str(tmp_path / "chest.zraw"))
 
     out_path = super_resolve_file(InPlaneSR(NearestUpsample(2)), path, str(tmp_path), modality="auto")
@@ -196,7 +204,9 @@ def test_batches_do_not_change_the_result(tiny_model):
 def test_tiling_places_tiles_where_they_belong():
     volume = torch.rand(1, 23, 17, 3)
     whole = super_resolve_volume(NearestUpsample(4), volume, 4, InferenceOptions(batch_size=2))
-    tiled = super_resolve_volume(NearestUpsample(4), volume, 4, InferenceOptions(batch_size=2, tile=8, tile_overlap=0.5))
+    tiled = super_resolve_volume(
+        NearestUpsample(4), volume, 4, InferenceOptions(batch_size=2, tile=8, tile_overlap=0.5)
+    )
     torch.testing.assert_close(tiled, whole, atol=1e-6, rtol=0)
     with pytest.raises(ValueError, match="x2"):
         super_resolve_volume(NearestUpsample(4), volume, 2)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from torch import nn
 
+from monai_lstmagan.bench.complexity import count_flops, count_parameters, generator_complexity_table
 from monai_lstmagan.networks import (
+    VGG19_LAYERS,
     ADCBlock,
     AttentionGate,
     ConvDiscriminator,
@@ -16,10 +18,8 @@ from monai_lstmagan.networks import (
     LSTMAGANGenerator,
     LSTMDiscriminator,
     VGG19Features,
-    VGG19_LAYERS,
     build_discriminator,
 )
-from monai_lstmagan.bench.complexity import count_flops, count_parameters, generator_complexity_table
 
 TINY_G = {"num_blocks": 2, "channels": 8, "dense_layers": 2, "growth": 4}
 TINY_LSTM_D = {"num_slices": 4, "encoder_channels": (8, 16), "hidden_size": 16}
@@ -119,9 +119,7 @@ def test_attention_gate_output_is_alpha_times_p():
     p, g = torch.randn(2, 6, 5, 7), torch.randn(2, 6, 5, 7)
     # eqs. 3-4 recomputed from the gate's own weights
     q = nn.functional.conv2d(
-        torch.relu(
-            nn.functional.conv2d(p, gate.w_p.weight) + nn.functional.conv2d(g, gate.w_g.weight, gate.w_g.bias)
-        ),
+        torch.relu(nn.functional.conv2d(p, gate.w_p.weight) + nn.functional.conv2d(g, gate.w_g.weight, gate.w_g.bias)),
         gate.psi.weight,
         gate.psi.bias,
     )

@@ -66,7 +66,9 @@ def test_comparison_panel(tmp_path):
     row, col, h, w = inset
     overlap = max(0, min(row + h, 32) - max(row, 20)) * max(0, min(col + w, 16) - max(col, 4))
     assert overlap > 0.5 * h * w  # the inset lands on the detail, not on the flat background
-    out = plot_comparison(hr, hr * 0.9, hr + 0.05, str(tmp_path / "fig" / "case.png"), title="case", extra={"mse_only": hr})
+    out = plot_comparison(
+        hr, hr * 0.9, hr + 0.05, str(tmp_path / "fig" / "case.png"), title="case", extra={"mse_only": hr}
+    )
     assert os.path.getsize(out) > 10_000
     with pytest.raises(ValueError, match="shape"):
         plot_comparison(hr, hr[:-1], hr, str(tmp_path / "bad.png"))

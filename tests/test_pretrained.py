@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from monai_lstmagan.checkpoints import load_generator
-from monai_lstmagan.evaluation import evaluate
 from monai_lstmagan.cli import main
+from monai_lstmagan.evaluation import evaluate
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,7 +59,9 @@ def _write_volume(path: Path, shape=(40, 36, 3)) -> None:
 def test_console_command_without_model_uses_the_shipped_model(tmp_path, scale):
     scan = tmp_path / "scan.nii.gz"
     _write_volume(scan)
-    args = [str(scan), "-o", str(tmp_path / "out"), "--no-progress"] + ([] if scale is None else ["--scale", str(scale)])
+    args = [str(scan), "-o", str(tmp_path / "out"), "--no-progress"] + (
+        [] if scale is None else ["--scale", str(scale)]
+    )
     assert main(args) == 0
     out = nib.load(str(tmp_path / "out" / "scan_sr.nii.gz"))
     factor = scale or 2

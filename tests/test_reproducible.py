@@ -40,7 +40,9 @@ def run_batches(start_iteration: int, seed: int = 0, epochs: int = 3) -> list:
 
     loader = DataLoader(CroppingDataset(), batch_size=2, sampler=sampler, drop_last=True)
     seen: list = []
-    engine = Engine(lambda e, b: seen.append((b["index"].tolist(), float(b["image"][:, 0, 0, 0].sum()), torch.rand(1).item())))
+    engine = Engine(
+        lambda e, b: seen.append((b["index"].tolist(), float(b["image"][:, 0, 0, 0].sum()), torch.rand(1).item()))
+    )
     engine.data_loader = loader
     IterationSeeder(seed, sampler=sampler, transforms=transforms).attach(engine)
     if start_iteration:

@@ -19,11 +19,17 @@ from volume_factory import ct_volume, mr_volume, nifti_affine, rotation_about_z,
 
 from monai_lstmagan.checkpoints import save_generator
 from monai_lstmagan.cli import main as lstmagan_sr
-from monai_lstmagan.networks import LSTMAGANGenerator
-from monai_lstmagan.transforms.slice_profile import degrade_axis, interpolate_axis, interpolation_matrix, slice_profile_matrix, thick_grid
 from monai_lstmagan.inference import ThroughPlaneSR, super_resolve_file
-from monai_lstmagan.transforms import RandThroughPlanePairsd
 from monai_lstmagan.io.scans import read_scan
+from monai_lstmagan.networks import LSTMAGANGenerator
+from monai_lstmagan.transforms import RandThroughPlanePairsd
+from monai_lstmagan.transforms.slice_profile import (
+    degrade_axis,
+    interpolate_axis,
+    interpolation_matrix,
+    slice_profile_matrix,
+    thick_grid,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_CT = REPO / "bundle" / "sample_data" / "ct"
@@ -83,7 +89,9 @@ def test_training_pairs_input_is_the_cubic_interpolation_of_the_thick_target():
 
     volume = torch.from_numpy(np.random.RandomState(0).rand(1, 40, 36, 6).astype(np.float32))
     image = MetaTensor(volume, affine=torch.diag(torch.tensor([0.5, 0.5, 3.0, 1.0], dtype=torch.float64)))
-    pairs = RandThroughPlanePairsd(("image",), factor=3.0, target_spacing=1.0, patch_size=12, num_patches=5, profile="gaussian")
+    pairs = RandThroughPlanePairsd(
+        ("image",), factor=3.0, target_spacing=1.0, patch_size=12, num_patches=5, profile="gaussian"
+    )
     out = pairs.set_random_state(0)({"image": image})
     assert set(out) == {"lr", "hr"} and out["hr"].shape == out["lr"].shape == (5, 1, 12, 12)
     thick = degrade_axis(out["hr"], -2, 4, 3.0, "gaussian")  # 12 target rows of 1 mm -> 4 thick rows of 3 mm
@@ -100,10 +108,11 @@ def _corners(affine: np.ndarray, shape) -> np.ndarray:
 
 
 @pytest.mark.parametrize(
-    "suffix, thick_axis, factor",
-    [(".nii.gz", 2, None), (".nii.gz", 0, 2.5), (".mhd", 1, 3.0), (".mhd", 2, None)],
+    "suffix, thick_axis, factor", [(".nii.gz", 2, None), (".nii.gz", 0, 2.5), (".mhd", 1, 3.0), (".mhd", 2, None)]
 )
-def test_refined_volume_keeps_extent_direction_and_in_plane_grid(tmp_path, untrained_refiner, suffix, thick_axis, factor):
+def test_refined_volume_keeps_extent_direction_and_in_plane_grid(
+    tmp_path, untrained_refiner, suffix, thick_axis, factor
+):
     shape = [20, 18, 16]
     shape[thick_axis] = 7
     spacing = [0.8, 0.8, 0.8]
@@ -127,7 +136,9 @@ def test_refined_volume_keeps_extent_direction_and_in_plane_grid(tmp_path, untra
             assert refined.array.shape[axis] == scan.array.shape[axis]
             assert np.allclose(refined.affine[:3, axis], scan.affine[:3, axis])  # in-plane grid untouched
     assert np.allclose(refined.affine[:3, thick_axis], scan.affine[:3, thick_axis] * 7 / expected_slices)
-    assert np.allclose(_corners(refined.affine, refined.array.shape), _corners(scan.affine, scan.array.shape), atol=1e-4)
+    assert np.allclose(
+        _corners(refined.affine, refined.array.shape), _corners(scan.affine, scan.array.shape), atol=1e-4
+    )
     assert refined.dtype == scan.dtype
     # untrained refiner = cubic interpolation along the slice axis, in the input's units (HU inside the CT window)
     cubic = interpolate_axis(torch.from_numpy(scan.array.astype(np.float32)), thick_axis, expected_slices, "cubic")
@@ -191,7 +202,9 @@ def test_train_through_plane_overlay_trains_a_refiner_the_command_can_load(tmp_p
         "--validation_patients", "['ct1']", "--epochs", "1", "--samples_per_volume", "4", "--num_slices", "2",
         "--crop_size", "16", "--generator_kwargs#num_blocks", "1", "--generator_kwargs#channels", "8",
     ]  # fmt: skip
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     refiner = load_refiner(str(tmp_path / "run" / "model.pt"))
     x = torch.rand(1, 1, 12, 16)

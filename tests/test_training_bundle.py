@@ -177,8 +177,8 @@ def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny
         "run:\n"
         "  - $@train#checkpoint_saver.attach(@train#trainer)\n"
         "  - $@train#nonfinite_guard.attach(@train#trainer)\n"
-        "  - \"$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=%d),"
-        " lambda engine: os.kill(os.getpid(), 9))\"\n"
+        '  - "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=%d),'
+        ' lambda engine: os.kill(os.getpid(), 9))"\n'
         "  - $@train#trainer.run()\n"
         "imports: ['$import os', '$import ignite', '$import torch', '$import monai', '$import monai_lstmagan',"
         " '$import monai_lstmagan.reproducible', '$import monai_lstmagan.handlers', '$import monai_lstmagan.engines',"

@@ -20,8 +20,7 @@ TINY = {"scale": 2, "num_blocks": 1, "channels": 8, "dense_layers": 2, "growth":
 
 
 def test_rewrite_imports_covers_every_form():
-    source = textwrap.dedent(
-        """\
+    source = textwrap.dedent("""\
         import os, monai_lstmagan.data as d
         from monai_lstmagan.networks import (
             LSTMAGANGenerator,
@@ -35,8 +34,7 @@ def test_rewrite_imports_covers_every_form():
         def f():
             import monai_lstmagan.transforms
             return monai_lstmagan.transforms, "monai_lstmagan.generator/1"
-        """
-    )
+        """)
     out = zoo.rewrite_imports(source)
     assert "import os\nimport scripts.monai_lstmagan.data as d" in out.replace("; ", "\n")
     assert "from scripts.monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator as D" in out

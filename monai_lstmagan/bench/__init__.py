@@ -42,7 +42,10 @@ from monai_lstmagan.bench.config import VARIANTS, InferenceBenchConfig, Training
 from monai_lstmagan.bench.inference import benchmark_inference, naive_super_resolve_volume
 from monai_lstmagan.bench.memory import PeakMemoryTracker
 from monai_lstmagan.bench.report import format_tables
-from monai_lstmagan.bench.run import measured_ceilings, run_benchmark  # noqa: F401 (measured_ceilings: replaceable here, see run)
+from monai_lstmagan.bench.run import (  # noqa: F401 (measured_ceilings: replaceable here, see run)
+    measured_ceilings,
+    run_benchmark,
+)
 from monai_lstmagan.bench.timing import matmul_gflops
 from monai_lstmagan.bench.training import ReferenceTrainingLoop, benchmark_training
 

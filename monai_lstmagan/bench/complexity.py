@@ -67,7 +67,12 @@ def _self_attention_flops(module: nn.Module, inputs: tuple[torch.Tensor, ...], o
     return 2 * x.shape[0] * positions * pooled * (module.query.out_channels + module.value.out_channels)
 
 
-_COUNTERS = {nn.Conv2d: _conv_flops, nn.Linear: _linear_flops, nn.LSTM: _lstm_flops, SelfAttention: _self_attention_flops}
+_COUNTERS = {
+    nn.Conv2d: _conv_flops,
+    nn.Linear: _linear_flops,
+    nn.LSTM: _lstm_flops,
+    SelfAttention: _self_attention_flops,
+}
 
 COMPARISON_CONFIGS: tuple[tuple[str, dict], ...] = (
     ("FRDAGAN paper-sized (16 RDBs x 3 dense blocks, 64 ch, growth 32)", {"architecture": "frdagan"}),

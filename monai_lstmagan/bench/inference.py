@@ -9,13 +9,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from monai_lstmagan.bench.complexity import count_flops
 from monai_lstmagan.bench.config import VARIANTS, InferenceBenchConfig, Variant, check_variant
 from monai_lstmagan.bench.memory import PeakMemoryTracker, max_memory
 from monai_lstmagan.bench.timing import seconds_summary, synchronize
 from monai_lstmagan.inference.in_plane import super_resolve_volume
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.networks import LSTMAGANGenerator
-from monai_lstmagan.bench.complexity import count_flops
 
 __all__ = ["naive_super_resolve_volume", "benchmark_inference"]
 

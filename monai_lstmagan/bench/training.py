@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from ignite.engine import Events
 from torch import nn
 
-from monai_lstmagan.bench.config import VARIANTS, TrainingBenchConfig, Variant, variant_autocast, check_variant
+from monai_lstmagan.bench.config import VARIANTS, TrainingBenchConfig, Variant, check_variant, variant_autocast
 from monai_lstmagan.bench.memory import PeakMemoryTracker, max_memory
 from monai_lstmagan.bench.timing import seconds_summary, synchronize
 from monai_lstmagan.engines.trainer import LSTMAGANTrainer

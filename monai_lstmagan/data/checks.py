@@ -14,7 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monai_lstmagan.io.atomic import atomic_write_json
-from monai_lstmagan.io.scans import BadVolume, read_voxels, scan_files
+from monai_lstmagan.io.scans import BadVolumeError, read_voxels, scan_files
 
 __all__ = ["scan_volumes", "check_volumes"]
 
@@ -27,7 +27,7 @@ def _volume_facts(path: str) -> dict:
     """What the scan needs to know about one file: ``{"error": str}`` or shape / finiteness / range."""
     try:
         voxels, axial = read_voxels(path)
-    except BadVolume as e:
+    except BadVolumeError as e:
         return {"error": str(e)}
     except Exception as e:  # whatever a reader trips over: the file is reported, the scan goes on
         return {"error": f"cannot be read ({type(e).__name__}: {e})"}

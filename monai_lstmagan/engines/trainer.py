@@ -150,7 +150,9 @@ class LSTMAGANTrainer(SupervisedTrainer):
         self.objective = objective
         self.n_critic = n_critic
         self.warmup_iterations = warmup_iterations
-        self.warmup_loss_function = HybridLoss(perceptual=None) if warmup_loss_function is None else warmup_loss_function
+        self.warmup_loss_function = (
+            HybridLoss(perceptual=None) if warmup_loss_function is None else warmup_loss_function
+        )
         self.adversarial_ramp_iterations = adversarial_ramp_iterations
         self.feature_loss_function = feature_loss_function
         scaling = amp and amp_dtype == "float16"

@@ -14,8 +14,9 @@ Protocol (``docs/design.md``):
 
 Outputs in ``output_dir``: ``metrics.csv`` (long format ``volume,method,region,psnr,ssim``),
 ``summary.json`` (mean and sample standard deviation over volumes per method and region, and the
-number of volumes; a non-finite mean, e.g. an infinite PSNR of a perfect copy, is written as ``null``), ``figures/<volume>.png`` (comparison panel of the slice with the largest
-foreground) and, with ``save_volumes``, ``volumes/<volume>_{hr,lr,bicubic,sr,...}.nii.gz``
+number of volumes; a non-finite mean, e.g. an infinite PSNR of a perfect copy, is written as ``null``),
+``figures/<volume>.png`` (comparison panel of the slice with the largest foreground) and, with ``save_volumes``,
+``volumes/<volume>_{hr,lr,bicubic,sr,...}.nii.gz``
 (normalised [0, 1] intensities, RAS geometry of the cropped HR / LR grids).
 """
 
@@ -48,10 +49,7 @@ __all__ = ["select_volumes", "evaluate"]
 
 
 def select_volumes(
-    dataset_dir: str | None,
-    datalist_file: str | None = None,
-    split: str = "test",
-    modality: str = "auto",
+    dataset_dir: str | None, datalist_file: str | None = None, split: str = "test", modality: str = "auto"
 ) -> list[dict]:
     """The volumes to evaluate: one split of the datalist (written once by training) or a whole folder.
 
@@ -145,7 +143,9 @@ def evaluate(
     extra_checkpoints = dict(extra_checkpoints or {})
     for name in extra_checkpoints:
         if name in RESERVED_METHODS or not re.fullmatch(r"[A-Za-z0-9_\-]+", name):
-            raise ValueError(f"extra checkpoint name {name!r} must be [A-Za-z0-9_-]+ and not one of {RESERVED_METHODS}.")
+            raise ValueError(
+                f"extra checkpoint name {name!r} must be [A-Za-z0-9_-]+ and not one of {RESERVED_METHODS}."
+            )
     items = select_volumes(dataset_dir, datalist_file, split, modality)
     generator, ckpt = load_generator(ckpt_path)
     scale = int(ckpt["generator"]["scale"])
@@ -157,7 +157,9 @@ def evaluate(
     used_names: set[str] = set()
     for item in tqdm(items, desc="evaluating", unit="volume", disable=not progress):
         name = volume_name(item, used_names)
-        data = volume_transforms(item.get("modality", modality))({"image": item["image"], "modality": item.get("modality", modality)})
+        data = volume_transforms(item.get("modality", modality))(
+            {"image": item["image"], "modality": item.get("modality", modality)}
+        )
         image, mask = data["image"], data["mask"]
         affine = np.asarray(getattr(image, "affine", torch.eye(4)), dtype=np.float64)  # RAS, of the whole volume
         image = image.as_tensor() if hasattr(image, "as_tensor") else torch.as_tensor(image)
@@ -198,9 +200,13 @@ def evaluate(
             hr_affine = affine.copy()
             hr_affine[:3, 3] = affine[:3, 3] + affine[:3, :3] @ np.array([x0, y0, 0.0])
             save_volume(hr_volume, hr_affine, os.path.join(folder, f"{name}_hr.nii.gz"))
-            save_volume(lr_volume, upsampled_affine(hr_affine, (0, 1), 1.0 / scale), os.path.join(folder, f"{name}_lr.nii.gz"))
+            save_volume(
+                lr_volume, upsampled_affine(hr_affine, (0, 1), 1.0 / scale), os.path.join(folder, f"{name}_lr.nii.gz")
+            )
             for method, pred in outputs.items():
-                save_volume(pred[:, 0].permute(1, 2, 0).unsqueeze(0), hr_affine, os.path.join(folder, f"{name}_{method}.nii.gz"))
+                save_volume(
+                    pred[:, 0].permute(1, 2, 0).unsqueeze(0), hr_affine, os.path.join(folder, f"{name}_{method}.nii.gz")
+                )
 
     return write_results(output_dir, rows, {
         "num_volumes": len(items),

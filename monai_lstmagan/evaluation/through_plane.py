@@ -26,22 +26,30 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from monai.data import MetaTensor
+from tqdm import tqdm
 
 from monai_lstmagan.evaluation.in_plane import select_volumes
 from monai_lstmagan.evaluation.report import volume_name, write_results
 from monai_lstmagan.inference.options import InferenceOptions
-from monai_lstmagan.inference.through_plane import (
-    DEFAULT_FINE_TUNE_ITERATIONS, DEFAULT_FINE_TUNE_SECONDS, default_refiner, fine_tuned_copy, load_refiner,
+from monai_lstmagan.inference.through_plane import (  # fmt: skip
+    DEFAULT_FINE_TUNE_ITERATIONS,
+    DEFAULT_FINE_TUNE_SECONDS,
+    default_refiner,
+    fine_tuned_copy,
+    load_refiner,
     super_resolve_slice_axis,
-)  # fmt: skip
+)
 from monai_lstmagan.io.paths import check_output_dir
 from monai_lstmagan.metrics import REGIONS, volume_metrics
 from monai_lstmagan.plots import plot_comparison
 from monai_lstmagan.transforms.intensity import ForegroundMaskd, volume_transforms
-from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, INTERPOLATIONS, interpolate_axis, simulate_thick_slices
+from monai_lstmagan.transforms.slice_profile import (
+    DEFAULT_PROFILE,
+    INTERPOLATIONS,
+    interpolate_axis,
+    simulate_thick_slices,
+)
 
 __all__ = ["evaluate_through_plane"]
 
@@ -105,7 +113,9 @@ def evaluate_through_plane(
     fine_tuning: dict[str, Any] = {}
     for item in tqdm(items, desc="evaluating", unit="volume", disable=not progress):
         name = volume_name(item, used_names)
-        data = volume_transforms(item.get("modality", modality))({"image": item["image"], "modality": item.get("modality", modality)})
+        data = volume_transforms(item.get("modality", modality))(
+            {"image": item["image"], "modality": item.get("modality", modality)}
+        )
         image, mask = data["image"], data["mask"]
         spacing = [float(s) for s in image.pixdim]
         try:
@@ -119,7 +129,9 @@ def evaluate_through_plane(
         outputs["model"] = super_resolve_slice_axis(refiner, thick, stop - start, options)
         if fine_tune_iterations > 0:
             thick_affine = torch.as_tensor(np.diag([spacing[0], spacing[1], spacing[2] * real_factor, 1.0]))
-            thick_image = MetaTensor(thick[None], affine=thick_affine, meta={k: v for k, v in image.meta.items() if k != "affine"})
+            thick_image = MetaTensor(
+                thick[None], affine=thick_affine, meta={k: v for k, v in image.meta.items() if k != "affine"}
+            )
             thick_mask = ForegroundMaskd("image")({"image": thick_image})["mask"]  # from the thick input only
             model, fine_tuning[name] = fine_tuned_copy(
                 refiner, thick_image, thick_mask, real_factor, fine_tune_iterations, thickness_ratio=thickness_ratio,

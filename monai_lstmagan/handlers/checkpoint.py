@@ -62,9 +62,7 @@ class GeneratorCheckpoint:
 
     def __call__(self, engine: Engine) -> None:
         extra: dict[str, Any] = {"epoch": engine.state.epoch}
-        metrics = {
-            k: as_float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float, torch.Tensor))
-        }
+        metrics = {k: as_float(v) for k, v in engine.state.metrics.items() if isinstance(v, (int, float, torch.Tensor))}
         if self.key_metric_name is not None:
             if self.key_metric_name not in metrics:
                 raise KeyError(f"GeneratorCheckpoint: metric '{self.key_metric_name}' not in {sorted(metrics)}.")

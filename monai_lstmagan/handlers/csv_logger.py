@@ -17,7 +17,13 @@ __all__ = ["CSVLogger", "ITERATION_COLUMNS", "VALIDATION_COLUMNS"]
 
 
 #: the columns of ``iterations.csv``: epoch, iteration, then the G losses and the critic statistics.
-ITERATION_COLUMNS = ("epoch", "iteration", *G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, *D_LOSS_KEYS)  # feature: MedSRGAN only
+ITERATION_COLUMNS = (
+    "epoch",
+    "iteration",
+    *G_LOSS_KEYS,
+    LossKeys.ADVERSARIAL_FEATURE,
+    *D_LOSS_KEYS,
+)  # feature: MedSRGAN only
 VALIDATION_COLUMNS = (
     "epoch", "psnr_fg_sr", "psnr_fg_bicubic", "ssim_fg_sr", "ssim_fg_bicubic",
     "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic",

@@ -49,10 +49,7 @@ class ForegroundMetrics:
     """
 
     def __init__(
-        self,
-        pred_keys: Mapping[str, str] | None = None,
-        label_key: str = "label",
-        mask_key: str = "fg_mask",
+        self, pred_keys: Mapping[str, str] | None = None, label_key: str = "label", mask_key: str = "fg_mask"
     ) -> None:
         self.pred_keys = dict(pred_keys or {"sr": "pred", "bicubic": "bicubic"})
         self.label_key, self.mask_key = label_key, mask_key

@@ -10,7 +10,12 @@
 The console command ``lstmagan-sr`` is :func:`monai_lstmagan.cli.main`.
 """
 
-from monai_lstmagan.inference.files import VolumeOperation, keep_baseline_outside_window, super_resolve_file, super_resolve_files
+from monai_lstmagan.inference.files import (
+    VolumeOperation,
+    keep_baseline_outside_window,
+    super_resolve_file,
+    super_resolve_files,
+)
 from monai_lstmagan.inference.in_plane import InPlaneSR, iter_super_resolved_slices, run_inference, super_resolve_volume
 from monai_lstmagan.inference.options import InferenceOptions, default_batch_size, resolve_device
 from monai_lstmagan.inference.through_plane import ThroughPlaneSR, default_refiner, load_refiner, run_through_plane

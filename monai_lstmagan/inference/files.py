@@ -213,7 +213,9 @@ def super_resolve_files(
     check_run_outputs([path for path, _ in items], output_dir)
     protected = set().union(*(scan_files(path) for path, _ in items)) if items else set()
     written = []
-    for path, item_modality in tqdm(items, desc="volumes", unit="volume", disable=not options.progress or len(items) < 2):
+    for path, item_modality in tqdm(
+        items, desc="volumes", unit="volume", disable=not options.progress or len(items) < 2
+    ):
         written.append(super_resolve_file(operation, path, output_dir, item_modality, output_dtype, options, protected))
         if report is not None:
             report(path, written[-1], operation.info)

@@ -210,10 +210,7 @@ def fine_tuned_copy(
 
 
 def super_resolve_slice_axis(
-    generator: torch.nn.Module,
-    volume: torch.Tensor,
-    num_slices: int,
-    options: InferenceOptions | None = None,
+    generator: torch.nn.Module, volume: torch.Tensor, num_slices: int, options: InferenceOptions | None = None
 ) -> torch.Tensor:
     """Refine the slice axis (Z) of a normalised volume with a through-plane refiner.
 
@@ -241,7 +238,9 @@ def super_resolve_slice_axis(
         stack = interpolated if fixed == 0 else interpolated.permute(1, 0, 2)  # [fixed, other, Z']
         refined = out if fixed == 0 else out.permute(1, 0, 2)  # a view: writes land in out
         starts = range(0, stack.shape[0], batch_size)
-        for start in tqdm(starts, desc=f"refining planes of fixed axis {fixed}", disable=not options.progress, leave=False):
+        for start in tqdm(
+            starts, desc=f"refining planes of fixed axis {fixed}", disable=not options.progress, leave=False
+        ):
             batch = stack[start : start + batch_size].transpose(1, 2)[:, None].to(device)  # [n, 1, Z', other]
             with torch.inference_mode(), torch.autocast(device.type, dtype=options.autocast_dtype, enabled=options.amp):
                 result = generator(batch).float().clamp(0.0, 1.0)
@@ -392,4 +391,6 @@ def run_through_plane(
             f"{info['spacing']:.3g} mm), {info['fine_tune']['iterations']} fine-tuning steps"
         )
 
-    return super_resolve_files(operation, output_dir, inputs, modality, output_dtype, options, report if options.progress else None)
+    return super_resolve_files(
+        operation, output_dir, inputs, modality, output_dtype, options, report if options.progress else None
+    )

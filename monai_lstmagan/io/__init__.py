@@ -5,7 +5,7 @@
 from monai_lstmagan.io.atomic import atomic_files, atomic_write
 from monai_lstmagan.io.geometry import upsampled_affine
 from monai_lstmagan.io.paths import VOLUME_SUFFIXES, check_output_dir, output_path_for, split_suffix, volume_suffix
-from monai_lstmagan.io.scans import BadVolume, Scan, read_scan, scan_files, write_scan
+from monai_lstmagan.io.scans import BadVolumeError, Scan, read_scan, scan_files, write_scan
 
 __all__ = [
     "atomic_files",
@@ -16,7 +16,7 @@ __all__ = [
     "output_path_for",
     "split_suffix",
     "volume_suffix",
-    "BadVolume",
+    "BadVolumeError",
     "Scan",
     "read_scan",
     "scan_files",

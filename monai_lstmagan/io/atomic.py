@@ -158,11 +158,15 @@ def _temporary_in(folder: str, name: str, what: str) -> tuple[int, str]:
         os.makedirs(folder, exist_ok=True)
         return tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
     except OSError as e:
-        raise type(e)(f"cannot write {what} '{os.path.join(folder, name)}': folder '{folder}' is not writable ({e}).") from e
+        raise type(e)(
+            f"cannot write {what} '{os.path.join(folder, name)}': folder '{folder}' is not writable ({e})."
+        ) from e
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "wb", newline: str | None = None, what: str = "file") -> Iterator[IO]:
+def atomic_write(
+    path: str | os.PathLike, mode: str = "wb", newline: str | None = None, what: str = "file"
+) -> Iterator[IO]:
     """Open a temporary file next to ``path``; on a clean exit it replaces ``path``, on an error it is removed.
 
     Args:

@@ -39,7 +39,7 @@ from monai_lstmagan.io.geometry import LPS_TO_RAS
 from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
 
 __all__ = [
-    "BadVolume",
+    "BadVolumeError",
     "mhd_data_file",
     "scan_files",
     "check_file",
@@ -58,7 +58,7 @@ _MET_BYTES = {
 }  # fmt: skip
 
 
-class BadVolume(Exception):
+class BadVolumeError(Exception):
     """A volume that cannot be used; the message says why, without the path (callers name the file)."""
 
 
@@ -81,7 +81,7 @@ def _metaimage_header(path: str) -> tuple[dict[str, str], int]:
         with open(path, "rb") as f:
             text = f.read(1 << 16).decode("latin-1")
     except OSError as e:
-        raise BadVolume(f"cannot be opened ({e.strerror})") from e
+        raise BadVolumeError(f"cannot be opened ({e.strerror})") from e
     header: dict[str, str] = {}
     offset = 0
     for line in text.splitlines(keepends=True):
@@ -93,7 +93,7 @@ def _metaimage_header(path: str) -> tuple[dict[str, str], int]:
         if key.strip() == "ElementDataFile":
             break
     if "DimSize" not in header or "ElementDataFile" not in header:
-        raise BadVolume("is not a MetaImage header (no DimSize / ElementDataFile)")
+        raise BadVolumeError("is not a MetaImage header (no DimSize / ElementDataFile)")
     return header, offset
 
 
@@ -115,18 +115,18 @@ def _singular(matrix: np.ndarray) -> bool:
 
 
 def _numbers(header: dict[str, str], key: str, count: int) -> np.ndarray | None:
-    """The ``count`` numbers of a MetaImage key (None when absent); BadVolume naming the key when they are not
+    """The ``count`` numbers of a MetaImage key (None when absent); BadVolumeError naming the key when they are not
     ``count`` finite numbers (MetaIO reads ``nan`` / ``inf`` as 0 or stops there, so the geometry would be wrong)."""
     if key not in header:
         return None
     try:
         values = np.array([float(v) for v in header[key].split()], dtype=float)
     except ValueError as e:
-        raise BadVolume(f"has an unreadable {key} ({header[key]!r}: {count} numbers expected)") from e
+        raise BadVolumeError(f"has an unreadable {key} ({header[key]!r}: {count} numbers expected)") from e
     if values.size != count:
-        raise BadVolume(f"has {values.size} numbers in {key} ({header[key]!r}), {count} expected")
+        raise BadVolumeError(f"has {values.size} numbers in {key} ({header[key]!r}), {count} expected")
     if not np.isfinite(values).all():
-        raise BadVolume(f"has a non-finite {key} ({header[key]})")
+        raise BadVolumeError(f"has a non-finite {key} ({header[key]})")
     return values
 
 
@@ -140,34 +140,36 @@ def _check_metaimage_header(header: dict[str, str]) -> int:
         dims = [int(v) for v in header["DimSize"].split()]
         ndim = int(header.get("NDims", len(dims)))
     except ValueError as e:
-        raise BadVolume(f"has an unreadable DimSize / NDims ({header['DimSize']!r})") from e
+        raise BadVolumeError(f"has an unreadable DimSize / NDims ({header['DimSize']!r})") from e
     if not dims or len(dims) != ndim or min(dims) < 0:
-        raise BadVolume(f"has an invalid DimSize ({header['DimSize']!r} for NDims = {ndim})")
+        raise BadVolumeError(f"has an invalid DimSize ({header['DimSize']!r} for NDims = {ndim})")
     if min(dims) == 0:
-        raise BadVolume(f"is an empty image (DimSize = {header['DimSize']}: no voxels)")
+        raise BadVolumeError(f"is an empty image (DimSize = {header['DimSize']}: no voxels)")
     element_type = header.get("ElementType", "")
     channels_text = header.get("ElementNumberOfChannels", "1")
     try:
         channels = int(channels_text)
     except ValueError as e:
-        raise BadVolume(f"has an unreadable ElementNumberOfChannels ({channels_text!r})") from e
+        raise BadVolumeError(f"has an unreadable ElementNumberOfChannels ({channels_text!r})") from e
     if channels != 1 or element_type.endswith("_ARRAY"):
-        raise BadVolume(
+        raise BadVolumeError(
             f"has {channels} values per voxel (ElementNumberOfChannels = {channels_text}, ElementType = "
             f"{element_type}): a scalar (grey-value) volume is expected, not a colour or vector image"
         )
     if element_type not in _MET_BYTES:
-        raise BadVolume(f"has the unsupported ElementType {element_type!r} (expected one of {', '.join(_MET_BYTES)})")
+        raise BadVolumeError(
+            f"has the unsupported ElementType {element_type!r} (expected one of {', '.join(_MET_BYTES)})"
+        )
     for key in _MHD_SPACING_KEYS:
         spacing = _numbers(header, key, ndim)
         if spacing is not None and not np.all(spacing != 0):
-            raise BadVolume(f"has a zero voxel size in {key} ({header[key]})")
+            raise BadVolumeError(f"has a zero voxel size in {key} ({header[key]})")
     for key in _MHD_ORIGIN_KEYS:
         _numbers(header, key, ndim)
     for key in _MHD_DIRECTION_KEYS:
         direction = _numbers(header, key, ndim * ndim)
         if direction is not None and _singular(direction.reshape(ndim, ndim)):
-            raise BadVolume(f"has a singular {key} ({header[key]}): its axes do not span the space")
+            raise BadVolumeError(f"has a singular {key} ({header[key]}): its axes do not span the space")
     return math.prod(dims) * _MET_BYTES[element_type]
 
 
@@ -189,14 +191,14 @@ def _check_inflated_size(data_file: str, offset: int, expected: int) -> None:
                 while inflater.unconsumed_tail and total <= expected:
                     total += len(inflater.decompress(inflater.unconsumed_tail, _INFLATE_CHUNK))
     except zlib.error as e:
-        raise BadVolume(f"its compressed data {name!r} is not a valid zlib stream ({e})") from e
+        raise BadVolumeError(f"its compressed data {name!r} is not a valid zlib stream ({e})") from e
     except OSError as e:
-        raise BadVolume(f"its data file {name!r} cannot be read ({e.strerror})") from e
+        raise BadVolumeError(f"its data file {name!r} cannot be read ({e.strerror})") from e
     if total < expected:
         ends = "ends early (truncated)" if not inflater.eof else "is complete but too short"
-        raise BadVolume(f"its compressed data {name!r} {ends}: {total} bytes inflated, {expected} expected")
+        raise BadVolumeError(f"its compressed data {name!r} {ends}: {total} bytes inflated, {expected} expected")
     if total <= expected and not inflater.eof:
-        raise BadVolume(f"its compressed data {name!r} is truncated (the stream has no end)")
+        raise BadVolumeError(f"its compressed data {name!r} is truncated (the stream has no end)")
 
 
 def _check_metaimage(path: str) -> None:
@@ -213,9 +215,9 @@ def _check_metaimage(path: str) -> None:
             return  # a list or a pattern of slice files: ITK checks them
         name = os.path.basename(data_file)
         if not os.path.exists(data_file):
-            raise BadVolume(f"its data file {name!r} is missing")
+            raise BadVolumeError(f"its data file {name!r} is missing")
         if not os.path.isfile(data_file):
-            raise BadVolume(f"its data file {name!r} is not a regular file")
+            raise BadVolumeError(f"its data file {name!r} is not a regular file")
     size = os.path.getsize(data_file) - offset
     name = os.path.basename(data_file)
     if header.get("CompressedData", "False").lower() == "true":
@@ -223,17 +225,17 @@ def _check_metaimage(path: str) -> None:
         try:
             compressed_size = None if compressed is None else int(compressed)
         except ValueError as e:
-            raise BadVolume(f"has an unreadable CompressedDataSize ({compressed!r})") from e
+            raise BadVolumeError(f"has an unreadable CompressedDataSize ({compressed!r})") from e
         if compressed_size is not None and size < compressed_size:
-            raise BadVolume(f"its data file {name!r} is too short ({size} bytes, header says {compressed_size})")
+            raise BadVolumeError(f"its data file {name!r} is too short ({size} bytes, header says {compressed_size})")
         _check_inflated_size(data_file, offset, expected)
         return
     try:
         skip = max(0, int(header.get("HeaderSize", "0")))
     except ValueError as e:
-        raise BadVolume(f"has an unreadable HeaderSize ({header['HeaderSize']!r})") from e
+        raise BadVolumeError(f"has an unreadable HeaderSize ({header['HeaderSize']!r})") from e
     if size < expected + skip:
-        raise BadVolume(f"its data file {name!r} is too short ({size} bytes, {expected} expected)")
+        raise BadVolumeError(f"its data file {name!r} is too short ({size} bytes, {expected} expected)")
 
 
 def _check_itk_header(path: str) -> None:
@@ -242,21 +244,21 @@ def _check_itk_header(path: str) -> None:
     try:
         image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
         if image_io is None:
-            raise BadVolume("cannot be read by ITK (no reader recognises the file)")
+            raise BadVolumeError("cannot be read by ITK (no reader recognises the file)")
         image_io.SetFileName(path)
         image_io.ReadImageInformation()
-    except BadVolume:
+    except BadVolumeError:
         raise
     except Exception as e:
-        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+        raise BadVolumeError(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
     ndim = image_io.GetNumberOfDimensions()
     sizes = [int(image_io.GetDimensions(i)) for i in range(ndim)]
     if min(sizes, default=0) == 0:
-        raise BadVolume(f"is an empty image (sizes {' '.join(map(str, sizes))}: no voxels)")
+        raise BadVolumeError(f"is an empty image (sizes {' '.join(map(str, sizes))}: no voxels)")
     pixel = image_io.GetPixelTypeAsString(image_io.GetPixelType())
     component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
     if image_io.GetNumberOfComponents() != 1 or pixel != "scalar":
-        raise BadVolume(
+        raise BadVolumeError(
             f"has {image_io.GetNumberOfComponents()} {component} values per voxel (pixel type {pixel}): a scalar "
             "(grey-value) volume is expected, not a colour, vector or complex image"
         )
@@ -264,11 +266,11 @@ def _check_itk_header(path: str) -> None:
     origin = np.array([image_io.GetOrigin(i) for i in range(ndim)], float)
     direction = np.array([image_io.GetDirection(i) for i in range(ndim)], float)
     if not np.isfinite(spacing).all() or not np.all(spacing != 0):
-        raise BadVolume(f"has an unusable voxel size (spacings / space directions: {spacing.tolist()})")
+        raise BadVolumeError(f"has an unusable voxel size (spacings / space directions: {spacing.tolist()})")
     if not np.isfinite(origin).all():
-        raise BadVolume(f"has a non-finite origin (space origin: {origin.tolist()})")
+        raise BadVolumeError(f"has a non-finite origin (space origin: {origin.tolist()})")
     if not np.isfinite(direction).all() or _singular(direction):
-        raise BadVolume(f"has non-finite or singular axis directions (space directions: {direction.tolist()})")
+        raise BadVolumeError(f"has non-finite or singular axis directions (space directions: {direction.tolist()})")
 
 
 def _nifti_header(path: str) -> Any:
@@ -279,15 +281,15 @@ def _nifti_header(path: str) -> Any:
             head = f.read(540)
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
         if compressed:
-            raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
-        raise BadVolume(f"cannot be opened ({e})") from e
+            raise BadVolumeError(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+        raise BadVolumeError(f"cannot be opened ({e})") from e
     nifti2 = head[:4] in (b"\x1c\x02\x00\x00", b"\x00\x00\x02\x1c")  # sizeof_hdr 540, either endianness
     if len(head) < (540 if nifti2 else 348):
-        raise BadVolume(f"is too short for a NIfTI header ({len(head)} bytes)")
+        raise BadVolumeError(f"is too short for a NIfTI header ({len(head)} bytes)")
     try:
         return (nib.Nifti2Header if nifti2 else nib.Nifti1Header).from_fileobj(io.BytesIO(head))
     except Exception as e:
-        raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+        raise BadVolumeError(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
 
 
 def _check_nifti_header(path: str) -> None:
@@ -300,80 +302,88 @@ def _check_nifti_header(path: str) -> None:
     try:
         dtype = np.dtype(header.get_data_dtype())
     except Exception as e:
-        raise BadVolume(f"has an unknown NIfTI datatype ({code})") from e
+        raise BadVolumeError(f"has an unknown NIfTI datatype ({code})") from e
     label = nib.nifti1.data_type_codes.label.get(code, str(dtype))
     if dtype.fields is not None:
-        raise BadVolume(
+        raise BadVolumeError(
             f"has {label} colour voxels (datatype = {code}): a scalar (grey-value) volume is expected; convert it "
             "to grey values first"
         )
     if dtype.kind == "c":
-        raise BadVolume(
+        raise BadVolumeError(
             f"has complex voxels ({label}, datatype = {code}): refused rather than silently dropping the imaginary "
             "part; save the magnitude (or the real part) as a real-valued volume"
         )
     dim = [int(v) for v in header["dim"]]
     ndim = dim[0]
     if not 1 <= ndim <= 7:
-        raise BadVolume(f"has an invalid dim[0] = {ndim} (1..7 expected)")
+        raise BadVolumeError(f"has an invalid dim[0] = {ndim} (1..7 expected)")
     for i in range(1, ndim + 1):
         if dim[i] <= 0:
-            raise BadVolume(f"is an empty image (dim[{i}] = {dim[i]}, shape {tuple(dim[1 : ndim + 1])}: no voxels)")
+            raise BadVolumeError(
+                f"is an empty image (dim[{i}] = {dim[i]}, shape {tuple(dim[1 : ndim + 1])}: no voxels)"
+            )
     intent = int(header["intent_code"])
     if ndim >= 5 and dim[5] > 1 and intent in _NIFTI_VECTOR_INTENTS:
-        raise BadVolume(
+        raise BadVolumeError(
             f"has {dim[5]} values per voxel (dim[5] = {dim[5]}, intent_code = {intent}): a scalar (grey-value) "
             "volume is expected, not a vector image"
         )
     pixdim = [float(v) for v in header["pixdim"]]
     for i in range(1, min(3, ndim) + 1):
         if not math.isfinite(pixdim[i]):
-            raise BadVolume(f"has a non-finite voxel size pixdim[{i}] = {pixdim[i]}")
+            raise BadVolumeError(f"has a non-finite voxel size pixdim[{i}] = {pixdim[i]}")
     sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
     if sform_code > 0:
         for row in ("srow_x", "srow_y", "srow_z"):
             values = np.asarray(header[row], float)
             if not np.isfinite(values).all():
-                raise BadVolume(f"has a non-finite sform: {row} = {values.tolist()} (sform_code = {sform_code})")
+                raise BadVolumeError(f"has a non-finite sform: {row} = {values.tolist()} (sform_code = {sform_code})")
         if _singular(np.asarray(header.get_sform())[:3, :3]):
-            raise BadVolume(f"has a singular sform (srow_x/y/z: its axes do not span the space; sform_code = {sform_code})")
+            raise BadVolumeError(
+                f"has a singular sform (srow_x/y/z: its axes do not span the space; sform_code = {sform_code})"
+            )
     if qform_code > 0:
         for field in ("quatern_b", "quatern_c", "quatern_d", "qoffset_x", "qoffset_y", "qoffset_z"):
             if not math.isfinite(float(header[field])):
-                raise BadVolume(f"has a non-finite qform: {field} = {float(header[field])} (qform_code = {qform_code})")
+                raise BadVolumeError(
+                    f"has a non-finite qform: {field} = {float(header[field])} (qform_code = {qform_code})"
+                )
     affine = np.asarray(header.get_best_affine(), float)
     source = "sform" if sform_code > 0 else "qform (quatern_*, pixdim)" if qform_code > 0 else "pixdim"
     if not np.isfinite(affine).all() or _singular(affine[:3, :3]):
-        raise BadVolume(f"has a non-finite or singular voxel-to-world affine (from its {source}: {affine[:3].tolist()})")
+        raise BadVolumeError(
+            f"has a non-finite or singular voxel-to-world affine (from its {source}: {affine[:3].tolist()})"
+        )
     slope, inter = float(header["scl_slope"]), float(header["scl_inter"])
     if math.isinf(slope):
-        raise BadVolume(f"has an infinite scl_slope ({slope})")
+        raise BadVolumeError(f"has an infinite scl_slope ({slope})")
     if slope != 0 and math.isfinite(slope):
         if not math.isfinite(inter):
-            raise BadVolume(f"has scl_slope = {slope:g} with a non-finite scl_inter ({inter})")
+            raise BadVolumeError(f"has scl_slope = {slope:g} with a non-finite scl_inter ({inter})")
         if np.issubdtype(dtype, np.integer):
             info = np.iinfo(dtype)
             peak = max(abs(float(info.min)), abs(float(info.max))) * abs(slope) + abs(inter)
         else:
             peak = abs(inter)
         if peak > _FLOAT32_MAX:
-            raise BadVolume(
+            raise BadVolumeError(
                 f"has scl_slope = {slope:g}, scl_inter = {inter:g}: its {dtype} voxels scale to values up to "
                 f"{peak:.3g}, beyond the float32 range ({_FLOAT32_MAX:.3g})"
             )
 
 
 def _inflate(path: str) -> bytes:
-    """The whole decompressed content of a gzip file (so its CRC and length are checked), or :class:`BadVolume`."""
+    """The whole decompressed content of a gzip file (so its CRC and length are checked), or :class:`BadVolumeError`."""
     try:
         with gzip.open(path, "rb") as f:
             return f.read()
     except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-        raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+        raise BadVolumeError(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
 
 
 def check_file(path: str, inflate: bool = True) -> None:
-    """Raise :class:`BadVolume` for a file-level problem, before a reader sees the file.
+    """Raise :class:`BadVolumeError` for a file-level problem, before a reader sees the file.
 
     - the name: an unsupported suffix; the file: missing, or not a regular file (a folder, a device, a pipe);
     - a ``.nii.gz`` whose gzip stream is corrupt or truncated: the whole stream is inflated, so the CRC is
@@ -390,18 +400,18 @@ def check_file(path: str, inflate: bool = True) -> None:
     """
     suffix = volume_suffix(path)
     if suffix is None:
-        raise BadVolume(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
+        raise BadVolumeError(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
     if not os.path.exists(path):
-        raise BadVolume("does not exist")
+        raise BadVolumeError("does not exist")
     if not os.path.isfile(path):
-        raise BadVolume("is not a regular file")
+        raise BadVolumeError("is not a regular file")
     if suffix == ".nii.gz" and inflate:
         try:
             with gzip.open(path, "rb") as f:  # streamed: only the check is needed here, not the content
                 while f.read(_INFLATE_CHUNK):
                     pass
         except (OSError, EOFError, zlib.error) as e:  # gzip.BadGzipFile is an OSError
-            raise BadVolume(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
+            raise BadVolumeError(f"is not a valid gzip file ({type(e).__name__}: {e})") from e
     if suffix in NIFTI_SUFFIXES:
         _check_nifti_header(path)
     elif suffix in (".mhd", ".mha"):
@@ -411,7 +421,7 @@ def check_file(path: str, inflate: bool = True) -> None:
 
 
 def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
-    """The nibabel image and its voxels (scaling applied); :class:`BadVolume` when nibabel cannot read it.
+    """The nibabel image and its voxels (scaling applied); :class:`BadVolumeError` when nibabel cannot read it.
 
     A ``.nii.gz`` is inflated once, completely (nibabel alone stops before the gzip trailer and so never
     checks the CRC), and parsed from memory.
@@ -425,22 +435,22 @@ def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
             image = (nib.Nifti2Image if nifti2 else nib.Nifti1Image).from_bytes(raw)
         return image, np.asanyarray(image.dataobj)
     except Exception as e:
-        raise BadVolume(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
+        raise BadVolumeError(f"cannot be read as NIfTI ({type(e).__name__}: {e})") from e
 
 
 def _open_itk(path: str) -> Any:
-    """The ITK image; :class:`BadVolume` when ITK cannot read it."""
+    """The ITK image; :class:`BadVolumeError` when ITK cannot read it."""
     try:
         return itk.imread(path)
     except Exception as e:
-        raise BadVolume(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
+        raise BadVolumeError(f"cannot be read by ITK ({type(e).__name__}: {str(e).strip().splitlines()[-1]})") from e
 
 
 def read_voxels(path: str) -> tuple[np.ndarray, int]:
     """Voxels of a checked volume in index order ``(x, y, z[, t])`` and the index of its axial (S-I) axis.
 
     Raises:
-        BadVolume: see :func:`check_file`, or the reader failed.
+        BadVolumeError: see :func:`check_file`, or the reader failed.
     """
     check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
     if volume_suffix(path) in NIFTI_SUFFIXES:
@@ -529,7 +539,7 @@ def read_scan(path: str) -> Scan:
     try:
         check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
         scan = _read_checked_scan(path)
-    except BadVolume as e:
+    except BadVolumeError as e:
         raise ValueError(f"'{path}' {e}.") from e
     problem = voxel_problem(scan.array)
     if problem:
@@ -538,13 +548,13 @@ def read_scan(path: str) -> Scan:
 
 
 def _read_checked_scan(path: str) -> Scan:
-    """:func:`read_scan` after :func:`check_file`; reader failures raise :class:`BadVolume`."""
+    """:func:`read_scan` after :func:`check_file`; reader failures raise :class:`BadVolumeError`."""
     try:
         return _read_scan_voxels(path)
-    except (BadVolume, ValueError):
+    except (BadVolumeError, ValueError):
         raise
     except Exception as e:  # whatever a reader trips over: still one line naming the file
-        raise BadVolume(f"cannot be read ({type(e).__name__}: {e})") from e
+        raise BadVolumeError(f"cannot be read ({type(e).__name__}: {e})") from e
 
 
 def _read_scan_voxels(path: str) -> Scan:
@@ -560,7 +570,7 @@ def _read_scan_voxels(path: str) -> Scan:
         slope, inter = getattr(image.dataobj, "slope", 1.0), getattr(image.dataobj, "inter", 0.0)
         scaled = bool(slope != 1.0 or inter != 0.0)
         if scaled and array.size and np.isfinite(array).all() and float(np.abs(array).max()) > _FLOAT32_MAX:
-            raise BadVolume(
+            raise BadVolumeError(
                 f"has scl_slope = {slope:g}, scl_inter = {inter:g}: its voxels scale to values up to "
                 f"{float(np.abs(array).max()):.3g}, beyond the float32 range ({_FLOAT32_MAX:.3g})"
             )
@@ -584,7 +594,7 @@ def _read_scan_voxels(path: str) -> Scan:
 def _checked_affine(affine: np.ndarray) -> np.ndarray:
     """``affine`` when it is finite and not singular (the header checks name the field; this is the last guard)."""
     if not np.isfinite(affine).all() or _singular(affine[:3, :3]):
-        raise BadVolume(f"has a non-finite or singular voxel-to-world affine ({affine[:3].tolist()})")
+        raise BadVolumeError(f"has a non-finite or singular voxel-to-world affine ({affine[:3].tolist()})")
     return affine
 
 
@@ -610,7 +620,7 @@ def scan_files(path: str) -> set[str]:
     suffix = volume_suffix(path)
     try:
         data_file = mhd_data_file(path) if suffix == ".mhd" else _nhdr_data_file(path) if suffix == ".nhdr" else None
-    except BadVolume:
+    except BadVolumeError:
         data_file = None  # not a readable header: the reader will say so; the header file itself is protected
     if data_file is not None:
         files.add(os.path.realpath(data_file))
@@ -626,7 +636,9 @@ def to_voxel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return values.astype(dtype)
 
 
-def write_scan(array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype | None = None, like: Scan | None = None) -> None:
+def write_scan(
+    array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype | None = None, like: Scan | None = None
+) -> None:
     """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix.
 
     Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files` (nibabel and ITK pick
@@ -670,4 +682,3 @@ def write_scan(array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype
     image.SetOrigin(affine_lps[:3, 3].tolist())
     image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(affine_lps[:3, :3] / spacing)))
     itk.imwrite(image, path, compression=like.compressed if like is not None else False)
-

@@ -10,7 +10,13 @@ from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
 from monai_lstmagan.networks.discriminators import CRITICS, ConvDiscriminator, LSTMDiscriminator, build_discriminator
 from monai_lstmagan.networks.fa_gan import FAGANGenerator
 from monai_lstmagan.networks.frdagan import FRDAGANGenerator
-from monai_lstmagan.networks.generator import GENERATOR_NORMS, RESIDUALS, SUPPORTED_SCALES, LSTMAGANGenerator, bicubic_upsample_slices
+from monai_lstmagan.networks.generator import (
+    GENERATOR_NORMS,
+    RESIDUALS,
+    SUPPORTED_SCALES,
+    LSTMAGANGenerator,
+    bicubic_upsample_slices,
+)
 from monai_lstmagan.networks.medsrgan import MedSRGANGenerator
 from monai_lstmagan.networks.vgg import VGG19_IMAGENET_URL, VGG19_LAYERS, VGG19Features
 

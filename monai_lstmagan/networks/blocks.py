@@ -37,8 +37,7 @@ class DenseBlock(nn.Module):
                 f"DenseBlock needs channels, num_layers and growth >= 1, got {channels}, {num_layers}, {growth}."
             )
         self.layers = nn.ModuleList(
-            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU())
-            for i in range(num_layers)
+            nn.Sequential(nn.Conv2d(channels + i * growth, growth, 3, padding=1), nn.ReLU()) for i in range(num_layers)
         )
         self.fusion = nn.Conv2d(channels + num_layers * growth, channels, 1)
 

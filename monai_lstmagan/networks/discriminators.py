@@ -32,7 +32,8 @@ def _norm(norm: str, channels: int) -> nn.Module:
 def _init_leaky_convs(module: nn.Module, slope: float = 0.2) -> None:
     """He initialisation for LeakyReLU(``slope``) of every conv (zero bias): keeps the feature scale through
     the encoder, so an untrained critic's score depends on its input (PyTorch's default conv init shrinks it
-    layer by layer: the gradient penalty stays ~1, the input gradient ~0, and the critic does not learn; docs/training.md)."""
+    layer by layer: the gradient penalty stays ~1, the input gradient ~0, and the critic does not learn; docs/training.md).
+    """
     for m in module.modules():
         if isinstance(m, nn.Conv2d):
             nn.init.kaiming_normal_(m.weight, a=slope, nonlinearity="leaky_relu")

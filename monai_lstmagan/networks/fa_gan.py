@@ -42,13 +42,7 @@ from torch import nn
 
 from monai_lstmagan.networks.generator import SliceSRGenerator, pixel_shuffle_upsampler
 
-__all__ = [
-    "LocalFusionFeatureBlock",
-    "ChannelAttention",
-    "SelfAttention",
-    "GlobalFeatureFusionBlock",
-    "FAGANGenerator",
-]
+__all__ = ["LocalFusionFeatureBlock", "ChannelAttention", "SelfAttention", "GlobalFeatureFusionBlock", "FAGANGenerator"]
 
 
 class LocalFusionFeatureBlock(nn.Module):

@@ -117,8 +117,7 @@ class MedSRGANGenerator(SliceSRGenerator):
             raise ValueError(f"MedSRGANGenerator: num_groups and channels must be >= 1, got {num_groups}, {channels}.")
         self.head = nn.Conv2d(1, channels, 3, padding=1)
         self.body = nn.Sequential(
-            *[ResidualGroup(channels, blocks_per_group) for _ in range(num_groups)],
-            nn.Conv2d(channels, channels, 1),
+            *[ResidualGroup(channels, blocks_per_group) for _ in range(num_groups)], nn.Conv2d(channels, channels, 1)
         )
         self.upsample = pixel_shuffle_upsampler(channels, scale, in_channels=2 * channels)
         self.tail = nn.Conv2d(channels, 1, 3, padding=1)

@@ -25,7 +25,11 @@ __all__ = ["RecordedGenerator", "recorded_architecture"]
 def recorded_architecture(state_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     """The generator kwargs a ``model.pt`` state dict records, or None for a state dict without them."""
     info = (getattr(state_dict, "_metadata", None) or {}).get(METADATA_KEY)
-    if isinstance(info, Mapping) and info.get("format") == GENERATOR_FORMAT and isinstance(info.get("generator"), Mapping):
+    if (
+        isinstance(info, Mapping)
+        and info.get("format") == GENERATOR_FORMAT
+        and isinstance(info.get("generator"), Mapping)
+    ):
         return dict(info["generator"])
     return None
 

@@ -37,4 +37,3 @@ def pretrained_model_path(scale: int = 2) -> str:
             "train one with bundle/configs/train.yaml and pass it with --model."
         )
     return _shipped_file(PRETRAINED_FILES[scale], f"x{scale}")
-

@@ -20,7 +20,7 @@ from monai.transforms import Compose, LoadImaged, MapTransform, Orientationd
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-from monai_lstmagan.io.scans import BadVolume, check_file, voxel_problem
+from monai_lstmagan.io.scans import BadVolumeError, check_file, voxel_problem
 
 __all__ = [
     "CT_WINDOW",
@@ -121,7 +121,7 @@ class LoadVolumed(MapTransform):
             path = str(d[key])
             try:
                 check_file(path)
-            except BadVolume as e:
+            except BadVolumeError as e:
                 raise ValueError(f"Volume {path!r} {e}.") from e
             try:
                 image = self.loader({key: d[key]})[key]
@@ -235,6 +235,7 @@ class ForegroundMaskd(MapTransform):
             mask[c] = _largest_component(mask[c])
         d[self.mask_key] = convert_to_dst_type(mask.astype(np.float32), dst=image, dtype=torch.float32)[0]
         return d
+
 
 def volume_transforms(modality: str = "auto") -> Compose:
     """Load, reorient to RAS, normalise to [0, 1] and mask a volume.

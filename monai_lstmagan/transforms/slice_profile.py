@@ -10,8 +10,9 @@ last edges of the two grids coincide (the same physical extent), as in
   pixel ``[i - 0.5, i + 0.5]``, of a slice profile centred at ``c_j`` of full width at half maximum
   ``fwhm`` input pixels: ``"gaussian"`` (SMORE's model of an MR slice profile) or ``"box"`` (contiguous
   slices that average their thickness; a box of width 3 over an impulse is 3 pixels of 1/3).
-- :func:`interpolation_matrix`: cubic (Keys, ``a = -0.5``, the kernel of :func:`~monai_lstmagan.transforms.ops.bicubic_upsample_slices`)
-  or linear interpolation, with PIL's edge rule (taps outside the grid dropped and the weights renormalised),
+- :func:`interpolation_matrix`: cubic (Keys, ``a = -0.5``, the kernel of
+  :func:`~monai_lstmagan.transforms.ops.bicubic_upsample_slices`) or linear interpolation, with PIL's edge rule
+  (taps outside the grid dropped and the weights renormalised),
   which makes ``"cubic"`` equal to ``F.interpolate(mode="bicubic", antialias=True)`` along that axis.
 
 Rows are normalised to sum to one, so a constant stays constant up to the edges. The matrices are cached
@@ -115,7 +116,9 @@ def interpolation_matrix(num_in: int, num_out: int, mode: str = "cubic") -> torc
 def apply_along_axis(x: torch.Tensor, weights: torch.Tensor, axis: int) -> torch.Tensor:
     """Resample ``x`` along ``axis`` with ``weights`` ``[num_out, num_in]``: ``x.shape[axis]`` becomes ``num_out``."""
     if x.shape[axis] != weights.shape[1]:
-        raise ValueError(f"axis {axis} of shape {tuple(x.shape)} has {x.shape[axis]} samples, weights expect {weights.shape[1]}.")
+        raise ValueError(
+            f"axis {axis} of shape {tuple(x.shape)} has {x.shape[axis]} samples, weights expect {weights.shape[1]}."
+        )
     moved = torch.movedim(x, axis, -1)
     out = moved.to(weights.dtype) @ weights.to(x.device).T
     return torch.movedim(out, -1, axis).to(x.dtype)

@@ -14,7 +14,13 @@ from monai.utils import convert_to_tensor
 
 from monai_lstmagan.transforms.intensity import volume_transforms
 from monai_lstmagan.transforms.sampling import crop_window, foreground_indices, foreground_voxel
-from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES, interpolate_axis, simulate_thick_slices, thick_slice_pair
+from monai_lstmagan.transforms.slice_profile import (
+    DEFAULT_PROFILE,
+    PROFILES,
+    interpolate_axis,
+    simulate_thick_slices,
+    thick_slice_pair,
+)
 
 __all__ = [
     "in_plane_spacing",
@@ -87,7 +93,9 @@ class RandThroughPlanePairsd(Randomizable, MapTransform):
         if profile not in (*PROFILES, "mixed"):
             raise ValueError(f"profile must be one of {(*PROFILES, 'mixed')}, got {profile!r}.")
         if not thickness_ratio > 0 or (target_spacing is not None and not target_spacing > 0):
-            raise ValueError(f"thickness_ratio and target_spacing must be > 0, got {thickness_ratio}, {target_spacing}.")
+            raise ValueError(
+                f"thickness_ratio and target_spacing must be > 0, got {thickness_ratio}, {target_spacing}."
+            )
         size = (int(patch_size),) * 2 if isinstance(patch_size, int) else tuple(int(p) for p in patch_size)
         if len(size) != 2 or min(size) < 4 or num_patches < 1:
             raise ValueError(f"patch_size must be >= 4 and num_patches >= 1, got {patch_size}, {num_patches}.")
@@ -160,7 +168,9 @@ class ThickSliceStackd(MapTransform):
     """Simulated thick slices along Z of a (thin-slice) volume, interpolated back, as a stack of planes.
 
     The volume is cropped along Z to the slices a thick grid of ``factor`` covers exactly
-    and measured with the slice profile (:func:`monai_lstmagan.transforms.slice_profile.simulate_thick_slices`), interpolated back to the thin grid, and cut into the
+    and measured with the slice profile (:func:`monai_lstmagan.transforms.slice_profile.simulate_thick_slices`),
+    interpolated back to
+    the thin grid, and cut into the
     planes of fixed X (rows = Z, columns = Y), the layout of :class:`RandThroughPlanePairsd`.
 
     ``[1, X, Y, Z]`` -> ``"lr"`` (interpolated thick volume: the network input and, as it is, the
@@ -183,7 +193,12 @@ class ThickSliceStackd(MapTransform):
         interpolation: str = "cubic",
     ) -> None:
         super().__init__(keys)
-        self.factor, self.thickness_ratio, self.profile, self.interpolation = factor, thickness_ratio, profile, interpolation
+        self.factor, self.thickness_ratio, self.profile, self.interpolation = (
+            factor,
+            thickness_ratio,
+            profile,
+            interpolation,
+        )
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict:
         d = dict(data)

@@ -35,7 +35,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "export":
             failures = export_bundle(
-                args.ckpt or pretrained_model_path(2), args.out, args.summary, args.version, args.changelog, args.notes,
+                args.ckpt or pretrained_model_path(2),
+                args.out,
+                args.summary,
+                args.version,
+                args.changelog,
+                args.notes,
                 args.bundle_dir,
                 args.large_file_mb,
             )

@@ -14,13 +14,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from monai.bundle import ConfigParser
 import yaml
+from monai.bundle import ConfigParser
 
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, VENDOR_PACKAGE, read_template
 from monai_lstmagan.zoo.vendoring import vendor_config, vendor_package
-from monai_lstmagan.zoo.verify import run_isolated, output_tail, verify_bundle
+from monai_lstmagan.zoo.verify import output_tail, run_isolated, verify_bundle
 
 __all__ = ["ZOO_DATASET_DIR", "export_bundle"]
 
@@ -80,10 +80,7 @@ def _zoo_configs(bundle_dir: Path, generator_kwargs: Mapping[str, Any]) -> dict[
 
 
 def _metrics_table(summary: Mapping[str, Any]) -> str:
-    lines = [
-        "| method | region | PSNR (dB) mean ± std | SSIM mean ± std |",
-        "|---|---|---|---|",
-    ]
+    lines = ["| method | region | PSNR (dB) mean ± std | SSIM mean ± std |", "|---|---|---|---|"]
 
     def cell(stats: Mapping[str, Any], digits: int) -> str:
         if stats.get("mean") is None:

@@ -1,7 +1,11 @@
 # Config, metadata, network and TorchScript checks of monai_lstmagan.zoo.verify_bundle: run as MODE "code" by
 # bootstrap.py, which sets the global BUNDLE (the bundle folder, also the working directory and on sys.path).
 
-import ast, glob, importlib, os
+import ast
+import glob
+import importlib
+import os
+
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.utils import optional_import

@@ -4,7 +4,11 @@
 # global BUNDLE). Importing the installed monai_lstmagan raises ModuleNotFoundError; at exit the process prints the
 # files of the modules it loaded from scripts/ as ZOO_VENDORED_MODULES=<JSON list>.
 
-import importlib.abc, json, os, runpy, sys
+import importlib.abc
+import json
+import os
+import runpy
+import sys
 
 bundle_dir, add_root, mode, payload = sys.argv[1], sys.argv[2] == "1", sys.argv[3], sys.argv[4:]
 
@@ -25,8 +29,11 @@ if add_root:
 
 def _report():
     files = sorted(
-        {os.path.realpath(m.__file__) for n, m in list(sys.modules.items())
-         if (n == "scripts" or n.startswith("scripts.")) and getattr(m, "__file__", None)}
+        {
+            os.path.realpath(m.__file__)
+            for n, m in list(sys.modules.items())
+            if (n == "scripts" or n.startswith("scripts.")) and getattr(m, "__file__", None)
+        }
     )
     print("ZOO_VENDORED_MODULES=" + json.dumps(files), flush=True)
 
