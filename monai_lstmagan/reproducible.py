@@ -11,8 +11,13 @@ RNG state the process happens to be in. Two pieces fix that without storing RNG 
 - :class:`IterationSeeder`: before each batch is fetched, seeds torch, NumPy, Python and the random
   transforms from ``(seed, rank, iteration)`` and puts the sampler at the iteration's position.
 
-Exactness holds for ``num_workers = 0`` (random transforms run in the main process); with worker processes
-the order of samples is still reproduced but the workers' transform RNGs are MONAI's per-worker seeds.
+- :class:`IterationBatchSampler`: batches of ``(index, seed, first)`` triples, ``seed`` the iteration's; the
+  dataset (:class:`monai_lstmagan.data.datasets.SliceSampleDataset`) seeds its random transforms at the first
+  sample of each batch, so the crops are the same whether they are drawn in the main process or in a
+  DataLoader worker (``num_workers > 0``), and equal to those :class:`IterationSeeder` gives with 0 workers.
+
+A dataset that takes plain indices (the through-plane path's ``CacheDataset``) is exact with ``num_workers = 0``
+only: in worker processes its transform RNGs are MONAI's per-worker seeds.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import torch.distributed as dist
 from ignite.engine import Engine, Events
 from torch.utils.data import Sampler
 
-__all__ = ["EpochPermutationSampler", "IterationSeeder", "iteration_seed"]
+__all__ = ["EpochPermutationSampler", "IterationBatchSampler", "IterationSeeder", "iteration_seed", "current_rank"]
 
 
 def iteration_seed(seed: int, rank: int, step: int, stream: int = 0) -> int:
@@ -79,6 +84,55 @@ class EpochPermutationSampler(Sampler[int]):
         return self.num_samples
 
 
+def current_rank() -> int:
+    """The DDP rank of this process (0 without ``torch.distributed``)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+class IterationBatchSampler(Sampler[list]):
+    """Batches of ``batch_size`` samples of ``sampler`` (the last incomplete one dropped), each sample as an
+    ``(index, seed, first)`` triple: ``seed`` = :func:`iteration_seed` ``(seed, rank, iteration)`` of the batch's
+    iteration, ``first`` True for the batch's first sample.
+
+    The iteration of the first batch comes from where the sampler starts: an :class:`EpochPermutationSampler`'s
+    ``(epoch, start)`` (so a resumed epoch is numbered right), a ``DistributedSampler``'s ``epoch`` (0-based,
+    set by MONAI's trainer), else a count of the batches given so far.
+
+    Args:
+        sampler: the index sampler.
+        batch_size: samples per batch.
+        seed: the run's seed.
+    """
+
+    def __init__(self, sampler: Sampler[int], batch_size: int, seed: int = 0) -> None:
+        if int(batch_size) < 1:
+            raise ValueError(f"IterationBatchSampler: batch_size must be >= 1, got {batch_size}.")
+        self.sampler, self.batch_size, self.seed = sampler, int(batch_size), int(seed)
+        self._batches_given = 0
+
+    def _first_iteration(self) -> int:
+        per_epoch = len(self)
+        if isinstance(self.sampler, EpochPermutationSampler):
+            return (self.sampler.epoch - 1) * per_epoch + self.sampler.start // self.batch_size + 1
+        epoch = getattr(self.sampler, "epoch", None)
+        if isinstance(epoch, int):
+            return epoch * per_epoch + 1
+        return self._batches_given + 1
+
+    def __iter__(self) -> Iterator[list]:
+        iteration, rank, batch = self._first_iteration(), current_rank(), []
+        for index in self.sampler:
+            batch.append(index)
+            if len(batch) == self.batch_size:
+                seed = iteration_seed(self.seed, rank, iteration)
+                yield [(int(i), seed, j == 0) for j, i in enumerate(batch)]
+                iteration, batch = iteration + 1, []
+                self._batches_given += 1
+
+    def __len__(self) -> int:
+        return len(self.sampler) // self.batch_size
+
+
 class IterationSeeder:
     """Ignite handler: the randomness of iteration ``i`` depends on ``(seed, rank, i)`` only.
 
@@ -102,15 +156,21 @@ class IterationSeeder:
         self.batch_size = batch_size
 
     def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_STARTED, self.position_sampler)
         engine.add_event_handler(Events.GET_BATCH_STARTED, self)
 
-    def __call__(self, engine: Engine) -> None:
-        iteration = engine.state.iteration + 1  # the iteration this batch is for
+    def position_sampler(self, engine: Engine) -> None:
+        """Put the sampler at the next iteration's position (at EPOCH_STARTED: before DataLoader workers take
+        their first indices, which they do when the epoch's iterator is made)."""
         if self.sampler is not None:
             batch_size = self.batch_size or engine.data_loader.batch_size
             position = (engine.state.iteration % engine.state.epoch_length) * batch_size
             self.sampler.set_position(engine.state.epoch, position)
-        rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+    def __call__(self, engine: Engine) -> None:
+        iteration = engine.state.iteration + 1  # the iteration this batch is for
+        self.position_sampler(engine)
+        rank = current_rank()
         seed = iteration_seed(self.seed, rank, iteration)
         torch.manual_seed(seed)
         np.random.seed(seed)

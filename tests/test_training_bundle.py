@@ -163,10 +163,12 @@ def assert_same_state(resumed, uninterrupted, path: str = "") -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("data_path", [("--data_cache", "memory"), ("--data_cache", "disk", "--num_workers", "2")])
+def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny_dataset, tmp_path, data_path):
     """Killed (SIGKILL, at a fixed iteration: no timing) mid-epoch, resumed: the same G, EMA, D, optimizers, LR
-    schedule, lazy-penalty schedule, best metric and trainer state as a run that was never interrupted."""
-    args = ("--epochs", "3", "--checkpoint_interval", "3")  # 4 iterations per epoch: checkpoints mid-epoch
+    schedule, lazy-penalty schedule, best metric and trainer state as a run that was never interrupted; with the
+    volumes in RAM and 0 DataLoader workers, and with the disk cache and 2 workers."""
+    args = ("--epochs", "3", "--checkpoint_interval", "3", *data_path)  # 4 iterations per epoch: mid-epoch checkpoints
     reference = tmp_path / "uninterrupted"
     run_bundle(bundle_command(("train.yaml",), tiny_dataset, reference, *args))
 

@@ -16,7 +16,7 @@ import numpy as np
 from monai_lstmagan.io.atomic import atomic_write_json
 from monai_lstmagan.io.scans import BadVolumeError, read_voxels, scan_files
 
-__all__ = ["scan_volumes", "check_volumes"]
+__all__ = ["scan_volumes", "scan_shapes", "check_volumes"]
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +163,19 @@ def scan_volumes(
         except OSError as e:
             warnings.warn(f"Could not write the volume scan cache {cache_file!r}: {e}")
     return good, bad
+
+
+def scan_shapes(items: Sequence[dict], cache_file: str | None) -> list[list[int]]:
+    """The voxel shapes the start-up scan recorded for ``items`` (read from ``cache_file``; an item the scan
+    has not seen, or without a cache file, is read with :func:`monai_lstmagan.io.scans.read_voxels`)."""
+    cache = _load_cache(cache_file)
+    shapes = []
+    for item in items:
+        path = os.path.abspath(os.fspath(item["image"]))
+        entry = cache.get(path)
+        facts = entry["facts"] if entry is not None and entry.get("stat") == _stat_key(path) else _volume_facts(path)
+        shapes.append(facts.get("shape") or [0])
+    return shapes
 
 
 def check_volumes(

@@ -17,7 +17,7 @@ from monai_lstmagan.handlers.checkpoint import AtomicCheckpointSaver, GeneratorC
 from monai_lstmagan.handlers.csv_logger import ITERATION_COLUMNS, VALIDATION_COLUMNS, CSVLogger
 from monai_lstmagan.handlers.ema import GeneratorEMA
 from monai_lstmagan.handlers.guard import NonFiniteLossGuard
-from monai_lstmagan.handlers.metrics import ForegroundMetrics, slice_pairs
+from monai_lstmagan.handlers.metrics import ForegroundMetrics, StreamingVolumeMetrics, slice_pairs
 
 __all__ = [
     "GeneratorEMA",
@@ -26,6 +26,7 @@ __all__ = [
     "GeneratorCheckpoint",
     "AtomicCheckpointSaver",
     "ForegroundMetrics",
+    "StreamingVolumeMetrics",
     "slice_pairs",
     "ITERATION_COLUMNS",
     "VALIDATION_COLUMNS",

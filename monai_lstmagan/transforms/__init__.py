@@ -15,6 +15,7 @@ from monai_lstmagan.transforms.in_plane import (
     RandSliceSequenced,
     SliceStackd,
     centre_crop_bounds,
+    sample_transforms,
     train_transforms,
     validation_transforms,
 )
@@ -26,6 +27,8 @@ from monai_lstmagan.transforms.intensity import (
     IntensityNormalizationd,
     LoadVolumed,
     intensity_range,
+    load_transforms,
+    normalize_transforms,
     volume_transforms,
 )
 from monai_lstmagan.transforms.ops import bicubic_downsample, bicubic_upsample, bicubic_upsample_slices, keys_cubic
@@ -52,11 +55,14 @@ __all__ = [
     "LoadVolumed",
     "IntensityNormalizationd",
     "ForegroundMaskd",
+    "load_transforms",
+    "normalize_transforms",
     "volume_transforms",
     "RandSliceSequenced",
     "centre_crop_bounds",
     "SliceStackd",
     "MakeLowResolutiond",
+    "sample_transforms",
     "train_transforms",
     "validation_transforms",
     "RandThroughPlanePairsd",

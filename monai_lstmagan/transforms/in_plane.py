@@ -24,6 +24,7 @@ __all__ = [
     "centre_crop_bounds",
     "SliceStackd",
     "MakeLowResolutiond",
+    "sample_transforms",
     "train_transforms",
     "validation_transforms",
 ]
@@ -179,6 +180,27 @@ class MakeLowResolutiond(MapTransform):
         return d
 
 
+def sample_transforms(
+    scale: int, num_slices: int = 16, crop_size: int | Sequence[int] = 96, foreground_prob: float = 0.9
+) -> Compose:
+    """The random part of :func:`train_transforms`, for volumes prepared once (:mod:`monai_lstmagan.data.cache`).
+
+    Input ``"image"`` and ``"mask"`` ``[1, X, Y, Z]`` (tensors, or a prepared volume's channels); output as
+    :func:`train_transforms`. Args as :func:`train_transforms`.
+    """
+    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
+    if crop[0] % scale or crop[1] % scale:
+        raise ValueError(f"crop_size {crop} must be divisible by the scale {scale}.")
+    return Compose(
+        [
+            RandSliceSequenced(
+                ("image", "mask"), num_slices=num_slices, crop_size=crop, foreground_prob=foreground_prob
+            ),
+            MakeLowResolutiond("hr", "lr", scale=scale),
+        ]
+    )
+
+
 def train_transforms(
     scale: int,
     num_slices: int = 16,
@@ -198,18 +220,8 @@ def train_transforms(
         modality: as in :func:`volume_transforms`.
         foreground_prob: probability of centring a sample on a foreground voxel (see :class:`RandSliceSequenced`).
     """
-    crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-    if crop[0] % scale or crop[1] % scale:
-        raise ValueError(f"crop_size {crop} must be divisible by the scale {scale}.")
-    return Compose(
-        [
-            *volume_transforms(modality).transforms,
-            RandSliceSequenced(
-                ("image", "mask"), num_slices=num_slices, crop_size=crop, foreground_prob=foreground_prob
-            ),
-            MakeLowResolutiond("hr", "lr", scale=scale),
-        ]
-    )
+    sampling = sample_transforms(scale, num_slices=num_slices, crop_size=crop_size, foreground_prob=foreground_prob)
+    return Compose([*volume_transforms(modality).transforms, *sampling.transforms])
 
 
 def validation_transforms(scale: int, modality: str = "auto") -> Compose:

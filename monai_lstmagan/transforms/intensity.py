@@ -31,6 +31,8 @@ __all__ = [
     "LoadVolumed",
     "IntensityNormalizationd",
     "ForegroundMaskd",
+    "load_transforms",
+    "normalize_transforms",
     "volume_transforms",
 ]
 
@@ -237,8 +239,21 @@ class ForegroundMaskd(MapTransform):
         return d
 
 
+def load_transforms() -> Compose:
+    """Load a volume file (:class:`LoadVolumed`) and reorient it to RAS: ``"image"`` ``[1, X, Y, Z]`` float32."""
+    return Compose([LoadVolumed("image"), Orientationd("image", axcodes="RAS", labels=None)])
+
+
+def normalize_transforms(modality: str = "auto") -> Compose:
+    """Normalise a loaded RAS volume to [0, 1] (:class:`IntensityNormalizationd`) and add its ``"mask"``."""
+    return Compose(
+        [IntensityNormalizationd("image", default_modality=modality), ForegroundMaskd("image", mask_key="mask")]
+    )
+
+
 def volume_transforms(modality: str = "auto") -> Compose:
-    """Load, reorient to RAS, normalise to [0, 1] and mask a volume.
+    """Load, reorient to RAS, normalise to [0, 1] and mask a volume (:func:`load_transforms`, then
+    :func:`normalize_transforms`).
 
     Input item ``{"image": path, "modality": ...}``; output ``"image"`` ``[1, X, Y, Z]`` MetaTensor in
     [0, 1] (Z axial; meta has the RAS affine and ``intensity_low/high``, ``modality``) and ``"mask"``
@@ -247,11 +262,4 @@ def volume_transforms(modality: str = "auto") -> Compose:
     Args:
         modality: ``"ct"``, ``"mr"`` or ``"auto"``, used when the item's ``"modality"`` is missing or ``"auto"``.
     """
-    return Compose(
-        [
-            LoadVolumed("image"),
-            Orientationd("image", axcodes="RAS", labels=None),
-            IntensityNormalizationd("image", default_modality=modality),
-            ForegroundMaskd("image", mask_key="mask"),
-        ]
-    )
+    return Compose([*load_transforms().transforms, *normalize_transforms(modality).transforms])

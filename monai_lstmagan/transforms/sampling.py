@@ -32,7 +32,12 @@ def crop_window(size: int, length: int, centre: int | None, rng: np.random.Rando
 
 
 def foreground_indices(mask: torch.Tensor | np.ndarray) -> np.ndarray:
-    """Flat indices of the foreground voxels of the first channel of ``mask`` ``[1, X, Y, Z]``."""
+    """Flat indices of the foreground voxels of the first channel of ``mask`` ``[1, X, Y, Z]``.
+
+    A prepared volume's mask (:class:`monai_lstmagan.data.cache.VolumeChannel`) gives its recorded indices.
+    """
+    if hasattr(mask, "foreground_indices"):
+        return mask.foreground_indices()
     return np.flatnonzero(convert_to_tensor(mask, track_meta=False)[0].detach().cpu().numpy() > 0.5)
 
 
@@ -55,7 +60,12 @@ def foreground_voxel(
 
 
 def as_stack(volume: torch.Tensor, ix: np.ndarray, iy: np.ndarray, iz: np.ndarray) -> torch.Tensor:
-    """``[C, X, Y, Z]`` -> ``[len(iz), C, len(ix), len(iy)]`` plain float32 tensor."""
+    """``[C, X, Y, Z]`` -> ``[len(iz), C, len(ix), len(iy)]`` plain float32 tensor.
+
+    A prepared volume's channel (:class:`monai_lstmagan.data.cache.VolumeChannel`) reads only those slices.
+    """
+    if hasattr(volume, "stack"):
+        return volume.stack(ix, iy, iz)
     v = convert_to_tensor(volume, track_meta=False)
     v = v[..., torch.as_tensor(iz)][:, torch.as_tensor(ix)][:, :, torch.as_tensor(iy)]
     return v.permute(3, 0, 1, 2).contiguous().float()
