@@ -33,7 +33,8 @@ def test_shipped_model_beats_bicubic_on_every_sample_volume(scale, tmp_path):
     psnr = {(r["volume"], r["method"]): float(r["psnr"]) for r in rows}
     volumes = sorted({volume for volume, _ in psnr})
     assert len(volumes) == 2
-    for volume in volumes:  # (the shipped models were trained on these two volumes: the README has held-out numbers)
+    # (the shipped models were trained on these two volumes: docs/results.md has held-out numbers)
+    for volume in volumes:
         assert psnr[(volume, "sr")] > psnr[(volume, "bicubic")] + 0.5, (volume, psnr)
 
 

@@ -170,7 +170,7 @@ def test_short_self_supervised_fine_tune_beats_cubic_along_z_on_a_sample_scan(tm
     """The CT sample scan's 5 mm slices are the truth; thick slices of 10 mm are simulated from them (Gaussian
     profile, which the fine-tuning assumes too); the refiner
     fine-tunes on the thick input alone (it never sees the truth) and must beat cubic interpolation along Z.
-    Measured with these settings: +1.50 dB (25.06 vs 23.55 dB); the default 1000 steps: see the README."""
+    Measured with these settings: +1.50 dB (25.06 vs 23.55 dB); the default 1000 steps: docs/through_plane.md."""
     from monai_lstmagan.evaluation import evaluate_through_plane
 
     data = tmp_path / "data"

@@ -3,8 +3,8 @@
 ``python -m monai_lstmagan.bench.complexity`` prints a markdown table for the default generator at
 x2 and x4 (and the small CPU configuration), per 128x128 LR input slice, then the same table for the comparison
 generators (FRDAGAN, FA-GAN, MedSRGAN: the papers' default sizes, a small CPU preset and the sizes trained in the
-README's comparison, ``bundle/configs/<model>.yaml``). With ``--checkpoints NAME=model.pt ...`` it prints instead, for
-trained generators, parameters, GFLOPs and the measured CPU time of one forward pass per LR slice
+comparison of ``docs/comparison_models.md``, ``bundle/configs/<model>.yaml``). With ``--checkpoints NAME=model.pt ...``
+it prints instead, for trained generators, parameters, GFLOPs and the measured CPU time of one forward pass per LR slice
 (:func:`checkpoint_timing_table`).
 """
 
@@ -90,8 +90,8 @@ COMPARISON_CONFIGS: tuple[tuple[str, dict], ...] = (
      {"architecture": "medsrgan", "num_groups": 1, "blocks_per_group": 3, "channels": 16}),
 )  # fmt: skip
 """``(label, build_generator kwargs)`` of the comparison generators: the papers' default sizes, a small CPU preset
-(about the LSTMAGAN small CPU configuration's cost) and the sizes of the README's comparison runs (about the demo
-generator's cost)."""
+(about the LSTMAGAN small CPU configuration's cost) and the sizes of the comparison runs of
+``docs/comparison_models.md`` (about the demo generator's cost)."""
 
 
 @torch.no_grad()

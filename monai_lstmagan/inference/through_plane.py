@@ -77,7 +77,7 @@ def default_refiner(seed: int = 0) -> torch.nn.Module:
     """The untrained :data:`DEFAULT_REFINER` (weights seeded by ``seed``): exactly cubic interpolation until
     fine-tuned, since its tail starts at zero. Measured: starting the per-scan fine-tuning from a refiner
     trained on the sample scans over factors 2..8 (``train_through_plane.yaml``) gave the same result after 300
-    steps (README), and that trained refiner alone lost to cubic by 0.1..0.2 dB (it cannot know the factor of
+    steps (``docs/through_plane.md``), and that trained refiner alone lost to cubic by 0.1..0.2 dB (it cannot know the factor of
     the scan it sees), so no through-plane model is shipped."""
     with torch.random.fork_rng():
         torch.manual_seed(seed)
