@@ -13,6 +13,11 @@ and the disk cache size. Data paths:
 - ``reference``: the whole-volume ``CacheDataset(cache_rate=1.0)`` of ``train_transforms`` (the data path before
   the prepared volumes: float32 volume and mask per volume in RAM), through an overlay written to the work folder.
 
+``--sample-timing FILE [FILE ...]`` instead times one training sample (a 16-slice 64x64 crop and its LR) of those
+volumes, alternating between the data paths in one process: the prepared volume in RAM and on disk, today's
+``CacheDataset`` (whole normalised volume in RAM), and MONAI's ``PersistentDataset`` (the deterministic
+transforms' output of each volume pickled to disk with ``torch.save``, loaded whole for every sample).
+
 ``--memory-limit-gb`` runs each training inside a memory cgroup with that hard limit (cgroup v1 or v2 where this
 process may create one, else ``systemd-run --scope -p MemoryMax=...``); a run killed by it is reported as such.
 Peak RSS is ``ru_maxrss`` of the training process (``os.wait4``), which counts its resident pages, not the page
@@ -33,10 +38,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from monai.data import CacheDataset, PersistentDataset
 
+from monai_lstmagan.data.cache import prepare_volumes
+from monai_lstmagan.data.datasets import SliceSampleDataset
 from monai_lstmagan.io.scans import write_scan
+from monai_lstmagan.transforms.in_plane import sample_transforms, train_transforms
 
-__all__ = ["synthetic_ct", "write_synthetic_dataset", "train_once", "main"]
+__all__ = ["synthetic_ct", "write_synthetic_dataset", "train_once", "sample_timing", "main"]
 
 _REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _ITERATION = re.compile(r"Epoch: 1/1, Iter: (\d+)/(\d+) -- ")
@@ -155,6 +165,34 @@ def train_once(
     return result
 
 
+def sample_timing(files: Sequence[str], workdir: str, samples: int = 20) -> list[dict[str, Any]]:
+    """Median seconds per training sample of each data path for each file (alternated, one process)."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    results = []
+    for file in files:
+        items = [{"image": os.path.abspath(file)}]
+        cache = os.path.join(workdir, "sample-timing", os.path.basename(file).split(".")[0])
+        shutil.rmtree(cache, ignore_errors=True)
+        datasets: dict[str, Any] = {}
+        for mode in ("memory", "disk"):
+            volumes = prepare_volumes(items, os.path.join(cache, "prepared"), mode=mode, progress=False)
+            datasets[f"prepared ({mode})"] = SliceSampleDataset(volumes, sample_transforms(2, 16, 64), 1)
+        datasets["CacheDataset (today)"] = CacheDataset(items, train_transforms(2, 16, 64), progress=False)
+        datasets["PersistentDataset"] = PersistentDataset(
+            items, train_transforms(2, 16, 64), cache_dir=os.path.join(cache, "persistent")
+        )
+        datasets["PersistentDataset"][0]  # fills its cache
+        seconds: dict[str, list[float]] = {name: [] for name in datasets}
+        for k in range(samples):
+            for name, dataset in datasets.items():
+                start = time.perf_counter()
+                dataset[(0, k, True)] if isinstance(dataset, SliceSampleDataset) else dataset[0]
+                seconds[name].append(time.perf_counter() - start)
+        for name, values in seconds.items():
+            results.append({"file": os.path.basename(file), "path": name, "median_s": float(np.median(values))})
+    return results
+
+
 def _table(results: Sequence[dict[str, Any]]) -> str:
     rows = [
         "| data path | volumes | exit | peak RSS (MiB) | first iteration (s) | iterations / s | disk cache (GB) |",
@@ -181,7 +219,14 @@ def main(argv: Sequence[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--memory-limit-gb", type=float, default=None)
     parser.add_argument("--workdir", default="runs/bench_data_path")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument("--sample-timing", nargs="+", default=None, metavar="FILE")
     args = parser.parse_args(argv)
+    if args.sample_timing:
+        timing = sample_timing(args.sample_timing, args.workdir)
+        print("| volume | data path | seconds / sample (median) |\n|---|---|---|")
+        for r in timing:
+            print(f"| {r['file']} | {r['path']} | {r['median_s']:.4f} |")
+        return timing
     data = os.path.join(args.workdir, "data")
     results = []
     for n in args.volumes:

@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,7 +43,7 @@ from monai.utils import convert_to_tensor
 from tqdm import tqdm
 
 from monai_lstmagan.data.checks import scan_shapes
-from monai_lstmagan.io.atomic import TEMPORARY_PREFIX, atomic_write_json, default_file_mode
+from monai_lstmagan.io.atomic import atomic_write_json, default_file_mode, remove_stale_temporaries, temporary_folder
 from monai_lstmagan.io.scans import scan_files
 from monai_lstmagan.transforms.intensity import CT_WINDOW, MR_PERCENTILES, load_transforms, normalize_transforms
 from monai_lstmagan.transforms.sampling import foreground_indices
@@ -299,7 +298,7 @@ def build_disk_entry(item: dict, cache_dir: str, modality: str = "auto") -> Disk
         "foreground.bin": zlib.crc32(foreground.tobytes()),
     }
     os.makedirs(cache_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}cache-{os.getpid()}-", dir=cache_dir)
+    tmp = temporary_folder(cache_dir)
     try:
         for name, array in (("image.bin", image), ("mask.bin", mask), ("foreground.bin", foreground)):
             with open(os.path.join(tmp, name), "wb") as f:
@@ -308,7 +307,8 @@ def build_disk_entry(item: dict, cache_dir: str, modality: str = "auto") -> Disk
                 os.fsync(f.fileno())
             os.chmod(os.path.join(tmp, name), default_file_mode())
         atomic_write_json(meta, os.path.join(tmp, "entry.json"), what="cache entry")
-        os.chmod(tmp, 0o777 & ~(0o666 ^ default_file_mode()))
+        file_mode = default_file_mode()
+        os.chmod(tmp, file_mode | (file_mode & 0o444) >> 2)  # rw-r--r-- -> rwxr-xr-x
         if os.path.isdir(folder):
             shutil.rmtree(folder, ignore_errors=True)
         try:
@@ -412,6 +412,8 @@ def prepare_volumes(
             need / 2**30,
             ram_budget_gb,
         )
+    if mode == "disk" and os.path.isdir(cache_dir):
+        remove_stale_temporaries(cache_dir)  # the half-written entries of killed preparations
     volumes: list[PreparedVolume] = []
     built = 0
     for item in tqdm(items, desc=f"preparing {what} volumes ({mode})", disable=not progress or not items):

@@ -41,6 +41,7 @@ __all__ = [
     "atomic_files",
     "remove_stale_temporaries",
     "default_file_mode",
+    "temporary_folder",
 ]
 
 TEMPORARY_PREFIX = ".lstmagan-"
@@ -207,6 +208,12 @@ def atomic_write_json(obj: object, path: str | os.PathLike, what: str = "file") 
         f.write("\n")
 
 
+def temporary_folder(folder: str) -> str:
+    """A new temporary folder ``.lstmagan-<host>-<pid>-<random>`` in ``folder`` (the name
+    :func:`remove_stale_temporaries` recognises once its process is gone); the caller renames or removes it."""
+    return tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{_HOST}-{os.getpid()}-", dir=folder)
+
+
 @contextmanager
 def atomic_files(output_dir: str, last: str | None = None, protected: Iterable[str] = ()) -> Iterator[str]:
     """A temporary folder inside ``output_dir`` whose files are moved into ``output_dir`` on a clean exit.
@@ -227,7 +234,7 @@ def atomic_files(output_dir: str, last: str | None = None, protected: Iterable[s
         OSError: naming the output when writing it failed (``OSError`` of the writer, e.g. ENOSPC, or the
             ``RuntimeError`` of an ITK writer).
     """
-    tmp_dir = tempfile.mkdtemp(prefix=f"{TEMPORARY_PREFIX}{_HOST}-{os.getpid()}-", dir=output_dir)
+    tmp_dir = temporary_folder(output_dir)
     destination = os.path.join(output_dir, last) if last else output_dir
     try:
         try:
