@@ -12,9 +12,12 @@ from typing import Any
 import numpy as np
 
 from monai_lstmagan import __version__
-from monai_lstmagan.zoo.common import PACKAGE, TEMPLATES_DIR, VENDOR_PACKAGE
+from monai_lstmagan.zoo.common import PACKAGE, VENDOR_PACKAGE
 
-__all__ = ["rewrite_imports", "vendor_package", "vendor_config"]
+__all__ = ["NOT_VENDORED", "rewrite_imports", "vendor_package", "vendor_config"]
+
+#: subpackages an exported bundle does not need: the exporter / CI runner and the benchmarks
+NOT_VENDORED = ("zoo", "bench")
 
 
 def _is_package_module(name: str | None) -> bool:
@@ -84,8 +87,9 @@ def absolute_package_imports(source: str) -> list[int]:
 def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     """Copy the ``monai_lstmagan`` package into ``scripts_dir/monai_lstmagan`` with rewritten imports.
 
-    Python files are rewritten with :func:`rewrite_imports`; package data (``resources/*.json`` and every
-    file of ``zoo/templates/``, whose ``.py`` files are programs run by the checks, not modules) is copied as
+    Only what inference and training use: the subpackages of :data:`NOT_VENDORED` (the exporter and CI
+    runner ``zoo/``, the benchmarks ``bench/``) are left out, and so are the shipped weights (the bundle has its
+    own ``models/``). Python files are rewritten with :func:`rewrite_imports`; ``resources/*.json`` is copied as
     is; ``__pycache__`` is skipped. ``scripts_dir/__init__.py`` is written.
 
     Returns:
@@ -97,12 +101,13 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     written = []
     for path in sorted(source_root.rglob("*")):
         relative = path.relative_to(source_root)
-        template = TEMPLATES_DIR in path.parents
-        if "__pycache__" in relative.parts or path.is_dir() or (path.suffix not in (".py", ".json") and not template):
+        if relative.parts[0] in NOT_VENDORED or "__pycache__" in relative.parts:
+            continue
+        if path.is_dir() or path.suffix not in (".py", ".json"):
             continue
         target = target_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".py" and not template:
+        if path.suffix == ".py":
             target.write_text(rewrite_imports(path.read_text(encoding="utf-8")), encoding="utf-8")
         else:
             shutil.copy2(path, target)

@@ -4,6 +4,7 @@
 # global BUNDLE). Importing the installed monai_lstmagan raises ModuleNotFoundError; at exit the process prints the
 # files of the modules it loaded from scripts/ as ZOO_VENDORED_MODULES=<JSON list>.
 
+import atexit
 import importlib.abc
 import json
 import os
@@ -37,8 +38,6 @@ def _report():
     )
     print("ZOO_VENDORED_MODULES=" + json.dumps(files), flush=True)
 
-
-import atexit
 
 atexit.register(_report)
 if mode == "module":
