@@ -2,9 +2,10 @@
 
 ::
 
-    python -m monai_lstmagan.zoo export --ckpt runs/train/model.pt --out zoo/lstmagan_sr \
+    python -m monai_lstmagan.zoo export --ckpt runs/train/model.pt --out zoo/ct_mri_lstmagan_super_resolution \
         [--summary eval/summary.json] [--version 0.1.0] [--changelog "..."] [--notes "trained on ..."]
-    python -m monai_lstmagan.zoo verify zoo/lstmagan_sr
+    python -m monai_lstmagan.zoo verify zoo/ct_mri_lstmagan_super_resolution
+    python -m monai_lstmagan.zoo ci zoo/ct_mri_lstmagan_super_resolution [--check_pins]
 
 The model-zoo CI installs PyPI packages only, so the package code is vendored: a copy of
 ``monai_lstmagan`` goes to ``DIR/scripts/monai_lstmagan/`` with its absolute imports rewritten to

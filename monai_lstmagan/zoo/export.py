@@ -282,7 +282,9 @@ def export_bundle(
     shutil.copy2(source / "docs" / "data_license.txt", out / "docs" / "data_license.txt")
     facts = {k: v for k, v in ckpt.items() if k not in ("state_dict", "generator") and isinstance(v, (int, float, str))}
     num_parameters = sum(p.numel() for p in generator.parameters())
-    (out / "docs" / "README.md").write_text(_readme(generator_kwargs, num_parameters, facts, summary, shipped, notes, version))
+    (out / "docs" / "README.md").write_text(
+        _readme(generator_kwargs, num_parameters, facts, summary, shipped, notes, version)
+    )
 
     failures = []
     result = run_isolated(
