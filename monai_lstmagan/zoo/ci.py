@@ -38,14 +38,12 @@ from pathlib import Path
 
 import yaml
 
-from monai_lstmagan.zoo.common import read_template
+from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, read_template
 from monai_lstmagan.zoo.verify import check_vendored, output_tail, run_isolated
 
 __all__ = ["CI_STEPS", "DEFAULT_STEPS", "MODEL_ZOO_COMMIT", "StepResult", "run_ci", "format_results"]
 
 MODEL_ZOO_COMMIT = "dfae206df112837d817e78d3727c9f32b3b52e82"
-#: the vendored model-zoo files (``ci/``, its ``setup.cfg`` and ``pyproject.toml``)
-MODEL_ZOO_CI_DIR = Path(__file__).resolve().parent / "model_zoo_ci"
 CI_STEPS = ("files", "verify_min", "verify_full", "unit_train", "unit_infer", "code_format", "pre_commit", "pins")
 DEFAULT_STEPS = tuple(step for step in CI_STEPS if step != "pins")  # pins needs the network
 
@@ -179,19 +177,19 @@ def _step_code_format(bundle: Path, work: Path) -> StepResult:
     missing = _missing_modules("isort", "black", "flake8")
     if missing:
         return StepResult("code_format", "skipped", f"{', '.join(missing)} not installed: {ZOO_EXTRA_HINT}")
-    copy = _copy_bundle(bundle, work / "code_format")
-    setup_cfg = str(MODEL_ZOO_CI_DIR / "model-zoo-setup.cfg")
-    pyproject = str(MODEL_ZOO_CI_DIR / "model-zoo-pyproject.toml")
-    commands = {
-        "isort --check": ["isort", "--settings-file", setup_cfg, "--check", "."],
-        "black --skip-magic-trailing-comma --check": [
-            "black", "--config", pyproject, "--skip-magic-trailing-comma", "--check", ".",
-        ],
-        "flake8": ["flake8", "--config", setup_cfg, ".", "--count", "--statistics"],
-    }  # fmt: skip
+    root = work / "code_format"  # a model-zoo checkout: its setup.cfg and pyproject.toml, the bundle in models/
+    root.mkdir(parents=True)
+    _copy_bundle(bundle, root / "models")
+    shutil.copyfile(MODEL_ZOO_CI_DIR / "model-zoo-setup.cfg", root / "setup.cfg")
+    shutil.copyfile(MODEL_ZOO_CI_DIR / "model-zoo-pyproject.toml", root / "pyproject.toml")
+    commands = {  # runtests.sh --codeformat, run from the checkout on "$(pwd)"
+        "isort --check": ["isort", "--check", str(root)],
+        "black --skip-magic-trailing-comma --check": ["black", "--skip-magic-trailing-comma", "--check", str(root)],
+        "flake8": ["flake8", str(root), "--count", "--statistics"],
+    }
     failures, ran = [], []
     for label, command in commands.items():
-        result = _run_tool(command, copy)
+        result = _run_tool(command, root)
         ran.append(label)
         if result.returncode != 0:
             failures.append(f"{label}:\n{output_tail(result, 2000)}")

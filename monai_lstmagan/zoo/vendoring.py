@@ -10,11 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.utils import optional_import
 
 from monai_lstmagan import __version__
-from monai_lstmagan.zoo.common import PACKAGE, VENDOR_PACKAGE
+from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, PACKAGE, VENDOR_PACKAGE
 
-__all__ = ["NOT_VENDORED", "rewrite_imports", "vendor_package", "vendor_config"]
+black, HAS_BLACK = optional_import("black")
+isort, HAS_ISORT = optional_import("isort")
+
+__all__ = ["NOT_VENDORED", "rewrite_imports", "format_for_the_zoo", "vendor_package", "vendor_config"]
 
 #: subpackages an exported bundle does not need: the exporter / CI runner and the benchmarks
 NOT_VENDORED = ("zoo", "bench")
@@ -73,6 +77,27 @@ def rewrite_imports(source: str) -> str:
     return source
 
 
+def format_for_the_zoo(source: str) -> str:
+    """Python source formatted as the model zoo's ``runtests.sh --autofix`` does: isort then black
+    (``--skip-magic-trailing-comma``) with the zoo's ``setup.cfg`` / ``pyproject.toml`` (``model_zoo_ci/``).
+
+    The package is already formatted so; this re-sorts and re-wraps the imports :func:`rewrite_imports` changed
+    (``scripts`` is a third-party name to the zoo's isort: only ``models`` is first party there).
+
+    Raises:
+        ModuleNotFoundError: black or isort is not installed (the ``zoo`` extra).
+    """
+    if not (HAS_BLACK and HAS_ISORT):
+        raise ModuleNotFoundError(
+            "formatting the vendored code needs black and isort: pip install 'monai_lstmagan[zoo]'"
+        )
+    config = isort.Config(settings_file=str(MODEL_ZOO_CI_DIR / "model-zoo-setup.cfg"))
+    sorted_source = isort.code(source, config=config)
+    versions = {black.TargetVersion.PY37, black.TargetVersion.PY38, black.TargetVersion.PY39}  # the zoo's setting
+    mode = black.Mode(target_versions=versions, line_length=120, magic_trailing_comma=False)
+    return black.format_str(sorted_source, mode=mode)
+
+
 def absolute_package_imports(source: str) -> list[int]:
     """Line numbers of remaining absolute imports of the installed package."""
     found = []
@@ -89,8 +114,9 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
 
     Only what inference and training use: the subpackages of :data:`NOT_VENDORED` (the exporter and CI
     runner ``zoo/``, the benchmarks ``bench/``) are left out, and so are the shipped weights (the bundle has its
-    own ``models/``). Python files are rewritten with :func:`rewrite_imports`; ``resources/*.json`` is copied as
-    is; ``__pycache__`` is skipped. ``scripts_dir/__init__.py`` is written.
+    own ``models/``). Python files are rewritten with :func:`rewrite_imports` and, where a rewritten import
+    changed, formatted with :func:`format_for_the_zoo`; ``resources/*.json`` is copied as is; ``__pycache__``
+    is skipped. ``scripts_dir/__init__.py`` is written.
 
     Returns:
         the files written, relative to ``scripts_dir``.
@@ -108,7 +134,9 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
         target = target_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         if path.suffix == ".py":
-            target.write_text(rewrite_imports(path.read_text(encoding="utf-8")), encoding="utf-8")
+            source = path.read_text(encoding="utf-8")
+            rewritten = rewrite_imports(source)
+            target.write_text(format_for_the_zoo(rewritten) if rewritten != source else rewritten, encoding="utf-8")
         else:
             shutil.copy2(path, target)
         written.append(str(target.relative_to(scripts_dir)))

@@ -27,8 +27,10 @@ __all__ = ["verify_bundle", "run_isolated", "check_vendored", "output_tail"]
 
 
 def output_tail(result: subprocess.CompletedProcess, limit: int = 3000) -> str:
-    """The last ``limit`` characters of a process's stdout + stderr."""
-    return ((result.stdout or "") + (result.stderr or ""))[-limit:]
+    """The last ``limit`` characters of a process's stdout + stderr, without its ``ZOO_VENDORED_MODULES`` report."""
+    text = (result.stdout or "") + (result.stderr or "")
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("ZOO_VENDORED_MODULES=")]
+    return "".join(lines)[-limit:]
 
 
 def run_isolated(bundle_dir: Path, cwd: Path, add_root: bool, mode: str, *payload: str) -> subprocess.CompletedProcess:
