@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -124,6 +125,12 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     source_root = Path(__file__).resolve().parents[1]
     scripts_dir = Path(scripts_dir)
     target_root = scripts_dir / PACKAGE
+    if not (HAS_BLACK and HAS_ISORT):
+        warnings.warn(
+            "black/isort are not installed: the vendored code keeps its rewritten imports unformatted, so the model "
+            "zoo's code-format check will fail on it. Install the zoo extra: pip install 'monai_lstmagan[zoo]'.",
+            stacklevel=2,
+        )
     written = []
     for path in sorted(source_root.rglob("*")):
         relative = path.relative_to(source_root)
@@ -136,7 +143,9 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
         if path.suffix == ".py":
             source = path.read_text(encoding="utf-8")
             rewritten = rewrite_imports(source)
-            target.write_text(format_for_the_zoo(rewritten) if rewritten != source else rewritten, encoding="utf-8")
+            if rewritten != source and HAS_BLACK and HAS_ISORT:
+                rewritten = format_for_the_zoo(rewritten)
+            target.write_text(rewritten, encoding="utf-8")
         else:
             shutil.copy2(path, target)
         written.append(str(target.relative_to(scripts_dir)))
