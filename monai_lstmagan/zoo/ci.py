@@ -241,7 +241,12 @@ def _step_pre_commit(bundle: Path, work: Path) -> StepResult:
         chosen = _selected(files, selector)
         if not chosen:
             continue
-        result = _run_tool([f"pre_commit_hooks.{module}", *args, *[str(f.relative_to(copy)) for f in chosen]], copy)
+        # the console script's entry point (not every hook module runs under ``python -m``)
+        entry = f"import sys; from pre_commit_hooks.{module} import main; sys.exit(main())"
+        names = [str(f.relative_to(copy)) for f in chosen]
+        result = subprocess.run(
+            [sys.executable, "-c", entry, *args, *names], cwd=str(copy), capture_output=True, text=True, timeout=600
+        )
         ran.append(f"{hook} ({len(chosen)} files)")
         if result.returncode != 0:
             failures.append(f"{hook}:\n{output_tail(result, 2000)}")
