@@ -60,6 +60,7 @@ PRE_COMMIT_HOOKS = (
     ("detect-private-key", "detect_private_key", (), "text"),
     ("pretty-format-json", "pretty_format_json", ("--no-sort-keys", "--indent=4"), "json"),
     ("mixed-line-ending", "mixed_line_ending", (), "text"),
+    ("forbid-new-submodules", "forbid_new_submodules", (), "all"),
 )  # fmt: skip
 ZOO_EXTRA_HINT = "install the zoo extra: pip install 'monai_lstmagan[zoo]'"
 
@@ -252,7 +253,7 @@ def _step_pre_commit(bundle: Path, work: Path) -> StepResult:
             failures.append(f"{hook}:\n{output_tail(result, 2000)}")
     if failures:
         return StepResult("pre_commit", "failed", "\n".join(failures))
-    return StepResult("pre_commit", "passed", ", ".join(ran) + "; forbid-new-submodules: the bundle has none")
+    return StepResult("pre_commit", "passed", ", ".join(ran) + " (hooks without matching files are not listed)")
 
 
 def pinned_requirements(meta: dict) -> list[str]:
