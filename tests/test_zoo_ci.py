@@ -165,3 +165,11 @@ def test_attribute_docstrings_become_comments_above_their_assignment():
     out = attribute_docstrings_as_comments(source)
     assert out == expected
     compile(out, "<out>", "exec")
+
+
+def test_the_committed_bundle_passes_the_zoo_directory_and_metadata_checks():
+    """bundle/ as committed: real files (models/ too) and verify_bundle.py -m min (directory, changelog, schema)."""
+    results = {r.name: r for r in run_ci(str(BUNDLE), ("files", "verify_min"))}
+    assert results["files"].status == "passed", results["files"].detail
+    assert results["verify_min"].status == "passed", results["verify_min"].detail
+    assert "directory is verified correctly" in results["verify_min"].detail

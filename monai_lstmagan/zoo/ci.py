@@ -38,7 +38,7 @@ from pathlib import Path
 
 import yaml
 
-from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, read_template
+from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, PACKAGE, read_template
 from monai_lstmagan.zoo.verify import check_vendored, output_tail, run_isolated
 
 __all__ = ["CI_STEPS", "DEFAULT_STEPS", "MODEL_ZOO_COMMIT", "StepResult", "run_ci", "format_results"]
@@ -62,6 +62,7 @@ PRE_COMMIT_HOOKS = (
     ("mixed-line-ending", "mixed_line_ending", (), "text"),
     ("forbid-new-submodules", "forbid_new_submodules", (), "all"),
 )  # fmt: skip
+PACKAGE_RESOURCES_DIR = Path(__file__).resolve().parents[1] / "resources"
 ZOO_EXTRA_HINT = "install the zoo extra: pip install 'monai_lstmagan[zoo]'"
 
 
@@ -102,13 +103,16 @@ def _prepare_zoo_checkout(bundle: Path, root: Path) -> tuple[Path, list[str]]:
     with open(copy / "configs" / "metadata.json") as f:
         schema_name = json.load(f)["schema"].rsplit("/", 1)[-1]
     vendored_schema = next(iter(sorted(copy.glob(f"scripts/*/resources/{schema_name}"))), None)
-    if vendored_schema is None:
-        raise FileNotFoundError(
-            f"{schema_name} (the metadata schema) is not in the bundle's scripts/: it is needed offline"
-        )
+    package_schema = PACKAGE_RESOURCES_DIR / schema_name  # the repository bundle has no scripts/
+    if vendored_schema is not None:
+        shown = str(vendored_schema.relative_to(copy))
+    elif package_schema.is_file():
+        vendored_schema, shown = package_schema, f"{PACKAGE}/resources/{schema_name} (this package's copy)"
+    else:
+        raise FileNotFoundError(f"{schema_name} (the metadata schema) is neither in the bundle nor in {PACKAGE}")
     (copy / "eval").mkdir(exist_ok=True)
     shutil.copyfile(vendored_schema, copy / "eval" / "schema.json")
-    notes.append(f"schema: {vendored_schema.relative_to(copy)} instead of the download of prepare_schema.py")
+    notes.append(f"schema: {shown} instead of the download of prepare_schema.py")
     large = copy / "large_files.yml"
     if large.is_file():
         with open(large) as f:
