@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -18,13 +17,17 @@ import yaml
 from monai.bundle import ConfigParser
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, VENDOR_PACKAGE, read_template
 from monai_lstmagan.zoo.vendoring import vendor_config, vendor_package
 from monai_lstmagan.zoo.verify import output_tail, run_isolated, verify_bundle
 
-__all__ = ["ZOO_DATASET_DIR", "export_bundle"]
+__all__ = ["ZOO_DATASET_DIR", "EXPORTED_CONFIGS", "export_bundle"]
 
 ZOO_DATASET_DIR = "/workspace/data"
+#: the repository configs a zoo bundle ships: inference, training and its evaluation (not the ablations, the
+#: through-plane mode or multi-GPU training, which the model zoo would test with a ``_dist`` test)
+EXPORTED_CONFIGS = ("inference", "train", "evaluate")
 
 
 def _default_bundle_dir() -> Path:
@@ -53,7 +56,7 @@ def _zoo_configs(bundle_dir: Path, generator_kwargs: Mapping[str, Any]) -> dict[
     """The repository bundle's configs, vendored, with the checkpoint's architecture and zoo paths."""
     configs = {}
     for path in sorted((bundle_dir / "configs").iterdir()):
-        if path.suffix not in (".yaml", ".yml", ".json") or path.name == "metadata.json":
+        if path.suffix not in (".yaml", ".yml", ".json") or path.stem not in EXPORTED_CONFIGS:
             continue
         config = vendor_config(ConfigParser.load_config_file(path))
         if "dataset_dir" in config:
@@ -94,6 +97,36 @@ def _metrics_table(summary: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _shipped_performance(ckpt_path: str, scale: int) -> dict[str, Any] | None:
+    """The held-out numbers of the shipped model's recipe (``templates/shipped_performance.json``, from
+    ``pretrained/TRAINING.md``) when ``ckpt_path`` is byte-identical to the shipped model of its scale."""
+    if scale not in PRETRAINED_FILES or _sha256(Path(ckpt_path)) != _sha256(Path(pretrained_model_path(scale))):
+        return None
+    performance = json.loads(read_template("shipped_performance.json"))
+    return {**performance, "rows": performance["scales"][str(scale)]}
+
+
+def _shipped_table(performance: Mapping[str, Any]) -> str:
+    lines = [
+        "| trained on -> tested on | bicubic PSNR / SSIM | MSE-only PSNR / SSIM | LSTMAGAN PSNR / SSIM |",
+        "|---|---|---|---|",
+    ]
+    for row in performance["rows"]:
+        cells = [f"{row[m][0]:.2f} / {row[m][1]:.4f}" for m in ("bicubic", "mse_only", "lstmagan")]
+        lines.append(f"| {row['label']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _shipped_eval_metrics(performance: Mapping[str, Any]) -> dict[str, float]:
+    out = {}
+    for row in performance["rows"]:
+        for method in ("lstmagan", "bicubic"):
+            psnr, ssim = row[method]
+            out[f"heldout_{row['direction']}_foreground_psnr_{method}"] = psnr
+            out[f"heldout_{row['direction']}_foreground_ssim_{method}"] = ssim
+    return out
+
+
 def _eval_metrics(summary: Mapping[str, Any]) -> dict[str, float]:
     out = {}
     for method, regions in summary["metrics"].items():
@@ -109,6 +142,7 @@ def _readme(
     num_parameters: int,
     checkpoint_facts: Mapping[str, Any],
     summary: Mapping[str, Any] | None,
+    shipped: Mapping[str, Any] | None,
     notes: str | None,
     version: str,
 ) -> str:
@@ -124,12 +158,27 @@ def _readme(
             "(11x11 Gaussian window). Bicubic uses the same antialiased bicubic operator that made the LR input. "
             "On grayscale images the 'Y channel' of SR papers is the image itself.\n\n" + _metrics_table(summary)
         )
+    elif shipped is not None:
+        performance = (
+            f"This is the shipped x{scale} model of the repository. Held-out numbers of its training recipe "
+            f"({shipped['source']}): {shipped['protocol']}\n\nMeasured with `{shipped['command']}`.\n\n"
+            + _shipped_table(shipped)
+        )
     else:
         performance = (
             "No evaluation summary was given to the export, so no numbers are reported here. Run "
             "`configs/evaluate.yaml` on held-out volumes and export again with `--summary OUT/summary.json`."
         )
-    notes_text = notes if notes else "Not given at export (data, split, duration and hardware of the training run)."
+    if notes:
+        notes_text = notes
+    elif shipped is not None:
+        notes_text = (
+            "The shipped model: `bundle/configs/train.yaml` with the overlay `bundle/configs/pretrain.yaml` on the "
+            "two embedded sample scans, on a 2-core CPU (see `pretrained/TRAINING.md` of the repository for the "
+            "command, iterations and wall time)."
+        )
+    else:
+        notes_text = "Not given at export (data, split, duration and hardware of the training run)."
     return read_template("README.md.template").format(
         scale=scale,
         version=version,
@@ -162,7 +211,8 @@ def export_bundle(
         out_dir: the new bundle folder; it must not exist or be empty.
         summary_file: ``summary.json`` of ``evaluate``, for the README table and ``eval_metrics``.
         version: bundle version (default: the repository ``metadata.json``'s).
-        changelog: the changelog entry of this version (default: a line naming the checkpoint).
+        changelog: the changelog entry of this version (default: the repository ``metadata.json``'s entry of the
+            version; a version without one needs it).
         notes: free text for the README's training section (data, split, duration, hardware).
         bundle_dir: the repository bundle (default: ``bundle/`` next to the package sources).
         large_file_mb: files larger than this go to ``large_files.yml``.
@@ -187,6 +237,15 @@ def export_bundle(
             summary = json.load(f)
         if int(summary.get("scale", scale)) != scale:
             raise ValueError(f"'{summary_file}' evaluates a x{summary.get('scale')} model, the checkpoint is x{scale}.")
+    with open(source / "configs" / "metadata.json") as f:
+        meta = json.load(f)
+    version = version or meta.get("version", "0.1.0")
+    entries = dict(meta.get("changelog", {}))
+    if not changelog and version not in entries:
+        raise ValueError(
+            f"version {version} has no changelog entry in {source / 'configs' / 'metadata.json'}: give --changelog."
+        )
+    shipped = _shipped_performance(ckpt_path, scale) if summary is None else None
 
     for folder in ("configs", "models", "docs", "scripts"):
         (out / folder).mkdir(parents=True, exist_ok=True)
@@ -197,12 +256,8 @@ def export_bundle(
     logging_text = logging_conf.read_text() if logging_conf.is_file() else read_template("logging.conf")
     (out / "configs" / "logging.conf").write_text(logging_text)
 
-    with open(source / "configs" / "metadata.json") as f:
-        meta = json.load(f)
-    version = version or meta.get("version", "0.1.0")
-    entries = dict(meta.get("changelog", {}))
-    if changelog or version not in entries:  # the repository's entry of this version is kept unless one is given
-        entries[version] = changelog or f"exported from checkpoint {os.path.basename(ckpt_path)} (x{scale})"
+    if changelog:  # the repository's entry of this version is kept unless one is given
+        entries[version] = changelog
     meta["version"] = version
     meta["changelog"] = {version: entries[version], **{k: v for k, v in entries.items() if k != version}}
     # monai/pytorch/numpy/package versions stay those of the repository's metadata.json: installable pins chosen
@@ -216,6 +271,8 @@ def export_bundle(
         output["spatial_shape"] = [f"{16 * scale}*n", f"{16 * scale}*n"]
     if summary is not None:
         meta["eval_metrics"] = _eval_metrics(summary)
+    elif shipped is not None:
+        meta["eval_metrics"] = _shipped_eval_metrics(shipped)
     with open(out / "configs" / "metadata.json", "w") as f:
         json.dump(meta, f, indent=4)
         f.write("\n")
@@ -225,7 +282,9 @@ def export_bundle(
     shutil.copy2(source / "docs" / "data_license.txt", out / "docs" / "data_license.txt")
     facts = {k: v for k, v in ckpt.items() if k not in ("state_dict", "generator") and isinstance(v, (int, float, str))}
     num_parameters = sum(p.numel() for p in generator.parameters())
-    (out / "docs" / "README.md").write_text(_readme(generator_kwargs, num_parameters, facts, summary, notes, version))
+    (out / "docs" / "README.md").write_text(
+        _readme(generator_kwargs, num_parameters, facts, summary, shipped, notes, version)
+    )
 
     failures = []
     result = run_isolated(

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 import ast
+import inspect
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from monai.utils import optional_import
 
 from monai_lstmagan import __version__
-from monai_lstmagan.zoo.common import PACKAGE, TEMPLATES_DIR, VENDOR_PACKAGE
+from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, PACKAGE, VENDOR_PACKAGE
 
-__all__ = ["rewrite_imports", "vendor_package", "vendor_config"]
+black, HAS_BLACK = optional_import("black")
+isort, HAS_ISORT = optional_import("isort")
+
+__all__ = [
+    "NOT_VENDORED",
+    "rewrite_imports",
+    "attribute_docstrings_as_comments",
+    "format_for_the_zoo",
+    "vendor_package",
+    "vendor_config",
+]
+
+#: subpackages an exported bundle does not need: the exporter / CI runner and the benchmarks
+NOT_VENDORED = ("zoo", "bench")
 
 
 def _is_package_module(name: str | None) -> bool:
@@ -70,6 +86,55 @@ def rewrite_imports(source: str) -> str:
     return source
 
 
+def attribute_docstrings_as_comments(source: str) -> str:
+    """Module-level string statements after the module docstring (attribute docstrings such as
+    ``CT_WINDOW = ...`` then ``\"\"\"Default CT window.\"\"\"``) as ``#:`` comments, the other form Sphinx reads.
+
+    The model zoo's ``check-docstring-first`` hook reports every module-level string after the first as
+    "Multiple module docstrings". The comment goes just above the assignment the string follows; only
+    statements that occupy whole lines are changed.
+    """
+    tree = ast.parse(source)
+    lines = source.splitlines(keepends=True)
+    for index in range(len(tree.body) - 1, 0, -1):
+        node, previous = tree.body[index], tree.body[index - 1]
+        if not (
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+        ):
+            continue
+        if node.col_offset != 0 or lines[node.end_lineno - 1][node.end_col_offset :].strip():
+            continue
+        text = inspect.cleandoc(node.value.value)
+        comment = [f"#: {line}".rstrip() + "\n" for line in text.splitlines()] or ["#:\n"]
+        del lines[node.lineno - 1 : node.end_lineno]
+        # Sphinx reads ``#:`` comments just above the assignment they document
+        documents = isinstance(previous, (ast.Assign, ast.AnnAssign)) and previous.end_lineno == node.lineno - 1
+        at = previous.lineno - 1 if documents else node.lineno - 1
+        lines[at:at] = comment
+    return "".join(lines)
+
+
+def format_for_the_zoo(source: str) -> str:
+    """Python source formatted as the model zoo's ``runtests.sh --autofix`` does: isort then black
+    (``--skip-magic-trailing-comma``) with the zoo's ``setup.cfg`` / ``pyproject.toml`` (``model_zoo_ci/``).
+
+    The package is already formatted so; this re-sorts and re-wraps the imports :func:`rewrite_imports` changed
+    (``scripts`` is a third-party name to the zoo's isort: only ``models`` is first party there).
+
+    Raises:
+        ModuleNotFoundError: black or isort is not installed (the ``zoo`` extra).
+    """
+    if not (HAS_BLACK and HAS_ISORT):
+        raise ModuleNotFoundError(
+            "formatting the vendored code needs black and isort: pip install 'monai_lstmagan[zoo]'"
+        )
+    config = isort.Config(settings_file=str(MODEL_ZOO_CI_DIR / "model-zoo-setup.cfg"))
+    sorted_source = isort.code(source, config=config)
+    versions = {black.TargetVersion.PY37, black.TargetVersion.PY38, black.TargetVersion.PY39}  # the zoo's setting
+    mode = black.Mode(target_versions=versions, line_length=120, magic_trailing_comma=False)
+    return black.format_str(sorted_source, mode=mode)
+
+
 def absolute_package_imports(source: str) -> list[int]:
     """Line numbers of remaining absolute imports of the installed package."""
     found = []
@@ -84,9 +149,12 @@ def absolute_package_imports(source: str) -> list[int]:
 def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     """Copy the ``monai_lstmagan`` package into ``scripts_dir/monai_lstmagan`` with rewritten imports.
 
-    Python files are rewritten with :func:`rewrite_imports`; package data (``resources/*.json`` and every
-    file of ``zoo/templates/``, whose ``.py`` files are programs run by the checks, not modules) is copied as
-    is; ``__pycache__`` is skipped. ``scripts_dir/__init__.py`` is written.
+    Only what inference and training use: the subpackages of :data:`NOT_VENDORED` (the exporter and CI
+    runner ``zoo/``, the benchmarks ``bench/``) are left out, and so are the shipped weights (the bundle has its
+    own ``models/``). Python files are rewritten with :func:`rewrite_imports` and, where a rewritten import
+    changed, formatted with :func:`format_for_the_zoo`, and attribute docstrings become comments
+    (:func:`attribute_docstrings_as_comments`); ``resources/*.json`` is copied as is; ``__pycache__``
+    is skipped. ``scripts_dir/__init__.py`` is written.
 
     Returns:
         the files written, relative to ``scripts_dir``.
@@ -94,16 +162,27 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     source_root = Path(__file__).resolve().parents[1]
     scripts_dir = Path(scripts_dir)
     target_root = scripts_dir / PACKAGE
+    if not (HAS_BLACK and HAS_ISORT):
+        warnings.warn(
+            "black/isort are not installed: the vendored code keeps its rewritten imports unformatted, so the model "
+            "zoo's code-format check will fail on it. Install the zoo extra: pip install 'monai_lstmagan[zoo]'.",
+            stacklevel=2,
+        )
     written = []
     for path in sorted(source_root.rglob("*")):
         relative = path.relative_to(source_root)
-        template = TEMPLATES_DIR in path.parents
-        if "__pycache__" in relative.parts or path.is_dir() or (path.suffix not in (".py", ".json") and not template):
+        if relative.parts[0] in NOT_VENDORED or "__pycache__" in relative.parts:
+            continue
+        if path.is_dir() or path.suffix not in (".py", ".json"):
             continue
         target = target_root / relative
         target.parent.mkdir(parents=True, exist_ok=True)
-        if path.suffix == ".py" and not template:
-            target.write_text(rewrite_imports(path.read_text(encoding="utf-8")), encoding="utf-8")
+        if path.suffix == ".py":
+            source = path.read_text(encoding="utf-8")
+            rewritten = rewrite_imports(source)
+            if rewritten != source and HAS_BLACK and HAS_ISORT:
+                rewritten = format_for_the_zoo(rewritten)
+            target.write_text(attribute_docstrings_as_comments(rewritten), encoding="utf-8")
         else:
             shutil.copy2(path, target)
         written.append(str(target.relative_to(scripts_dir)))

@@ -23,11 +23,14 @@ from monai_lstmagan.io.scans import write_scan
 from monai_lstmagan.zoo.common import LARGE_FILE_MB, PACKAGE, SCHEMA_FILE, read_template
 from monai_lstmagan.zoo.vendoring import absolute_package_imports
 
-__all__ = ["verify_bundle"]
+__all__ = ["verify_bundle", "run_isolated", "check_vendored", "output_tail"]
 
 
 def output_tail(result: subprocess.CompletedProcess, limit: int = 3000) -> str:
-    return ((result.stdout or "") + (result.stderr or ""))[-limit:]
+    """The last ``limit`` characters of a process's stdout + stderr, without its ``ZOO_VENDORED_MODULES`` report."""
+    text = (result.stdout or "") + (result.stderr or "")
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("ZOO_VENDORED_MODULES=")]
+    return "".join(lines)[-limit:]
 
 
 def run_isolated(bundle_dir: Path, cwd: Path, add_root: bool, mode: str, *payload: str) -> subprocess.CompletedProcess:
@@ -48,7 +51,8 @@ def _vendored_modules(result: subprocess.CompletedProcess) -> list[str]:
     return []
 
 
-def _check_vendored(result: subprocess.CompletedProcess, bundle_dir: Path, what: str) -> list[str]:
+def check_vendored(result: subprocess.CompletedProcess, bundle_dir: Path, what: str) -> list[str]:
+    """A failure unless the isolated process ``result`` loaded modules of ``scripts/`` and only from this bundle."""
     modules = _vendored_modules(result)
     scripts = os.path.realpath(bundle_dir / "scripts")
     if not modules:
@@ -104,7 +108,7 @@ def _check_inference_run(bundle: Path, work: Path) -> list[str]:
     )  # fmt: skip
     if result.returncode != 0:
         return [f"inference run from another working directory failed:\n{output_tail(result)}"]
-    failures = _check_vendored(result, bundle, "inference run")
+    failures = check_vendored(result, bundle, "inference run")
     out = run_dir / "out" / "probe_sr.nii.gz"
     if not out.is_file():
         return failures + [f"inference run wrote no {out}"]
@@ -132,7 +136,7 @@ def verify_bundle(bundle_dir: str, large_file_mb: float = LARGE_FILE_MB) -> list
         if result.returncode != 0:
             failures.append(f"config/metadata/network/TorchScript checks failed:\n{output_tail(result)}")
         else:
-            failures += _check_vendored(result, bundle, "config/metadata/network/TorchScript checks")
+            failures += check_vendored(result, bundle, "config/metadata/network/TorchScript checks")
         result = run_isolated(
             bundle, bundle, True, "module", "monai.bundle", "ckpt_export", "network_def",
             "--filepath", str(work / "reexport.ts"), "--ckpt_file", "models/model.pt",
@@ -141,7 +145,7 @@ def verify_bundle(bundle_dir: str, large_file_mb: float = LARGE_FILE_MB) -> list
         if result.returncode != 0:
             failures.append(f"ckpt_export failed:\n{output_tail(result)}")
         else:
-            failures += _check_vendored(result, bundle, "ckpt_export")
+            failures += check_vendored(result, bundle, "ckpt_export")
             shipped = torch.jit.load(str(bundle / "models" / "model.ts"))
             again = torch.jit.load(str(work / "reexport.ts"))
             x = torch.rand(1, 1, 12, 12)

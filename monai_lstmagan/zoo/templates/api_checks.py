@@ -1,5 +1,6 @@
 # Config, metadata, network and TorchScript checks of monai_lstmagan.zoo.verify_bundle: run as MODE "code" by
-# bootstrap.py, which sets the global BUNDLE (the bundle folder, also the working directory and on sys.path).
+# bootstrap.py, which sets the global BUNDLE (the bundle folder, also the working directory and on sys.path, so
+# that the vendored scripts.monai_lstmagan imports).
 
 import ast
 import glob
@@ -9,7 +10,9 @@ import os
 import torch
 from monai.bundle import ConfigParser, verify_metadata, verify_net_in_out
 from monai.utils import optional_import
+from scripts.monai_lstmagan.checkpoints import load_generator
 
+BUNDLE = globals().get("BUNDLE") or os.getcwd()
 configs = sorted(glob.glob(os.path.join(BUNDLE, "configs", "*.yaml")))
 
 
@@ -50,8 +53,6 @@ verify_metadata(meta_file=meta, filepath=schema)
 print("verify_metadata ok")
 verify_net_in_out(net_id="network_def", meta_file=meta, config_file=inference, bundle_root=BUNDLE, device="cpu", n=2)
 print("verify_net_in_out ok")
-
-from scripts.monai_lstmagan.checkpoints import load_generator
 
 eager, _ = load_generator(os.path.join(BUNDLE, "models", "model.pt"))
 shipped = torch.jit.load(os.path.join(BUNDLE, "models", "model.ts"))

@@ -1,9 +1,13 @@
 # Bootstrap of every isolated check process of monai_lstmagan.zoo: verify.run_isolated runs it as
 # ``python -I -B -c <this file's text> BUNDLE_DIR ADD_ROOT MODE PAYLOAD...`` (ADD_ROOT "1"/"0": put BUNDLE_DIR on
-# sys.path; MODE "module": run the module PAYLOAD[0] with arguments PAYLOAD[1:], "code": exec PAYLOAD[0] with the
-# global BUNDLE). Importing the installed monai_lstmagan raises ModuleNotFoundError; at exit the process prints the
-# files of the modules it loaded from scripts/ as ZOO_VENDORED_MODULES=<JSON list>.
+# sys.path; MODE "module": run the module PAYLOAD[0] with arguments PAYLOAD[1:]; "code": exec PAYLOAD[0] with the
+# global BUNDLE and sys.argv ["<zoo-check>", *PAYLOAD[1:]]; "path": run the script PAYLOAD[0] with arguments
+# PAYLOAD[1:], its folder first on sys.path as ``python SCRIPT`` has it; "code-in": like "code" with the folder
+# PAYLOAD[0] first on sys.path and the code in PAYLOAD[1]). Importing the installed monai_lstmagan raises
+# ModuleNotFoundError; at exit the process prints the files of the modules it loaded from scripts/ as
+# ZOO_VENDORED_MODULES=<JSON list>.
 
+import atexit
 import importlib.abc
 import json
 import os
@@ -38,11 +42,18 @@ def _report():
     print("ZOO_VENDORED_MODULES=" + json.dumps(files), flush=True)
 
 
-import atexit
-
 atexit.register(_report)
 if mode == "module":
     sys.argv = [payload[0]] + payload[1:]
     runpy.run_module(payload[0], run_name="__main__", alter_sys=True)
+elif mode == "path":
+    sys.argv = [payload[0]] + payload[1:]
+    sys.path.insert(0, os.path.dirname(os.path.abspath(payload[0])))
+    runpy.run_path(payload[0], run_name="__main__")
+elif mode == "code-in":
+    sys.argv = ["<zoo-check>"] + payload[2:]
+    sys.path.insert(0, payload[0])
+    exec(compile(payload[1], "<zoo-check>", "exec"), {"__name__": "__main__", "BUNDLE": bundle_dir})
 else:
+    sys.argv = ["<zoo-check>"] + payload[1:]
     exec(compile(payload[0], "<zoo-check>", "exec"), {"__name__": "__main__", "BUNDLE": bundle_dir})
