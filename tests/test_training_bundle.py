@@ -177,6 +177,7 @@ def test_sigkill_mid_epoch_then_resume_ends_exactly_as_an_uninterrupted_run(tiny
     kill = tmp_path / "kill.yaml"
     kill.write_text(
         "run:\n"
+        "  - $@ema.attach(@train#trainer)\n"
         "  - $@train#checkpoint_saver.attach(@train#trainer)\n"
         "  - $@train#nonfinite_guard.attach(@train#trainer)\n"
         '  - "$@train#trainer.add_event_handler(ignite.engine.Events.ITERATION_COMPLETED(once=%d),'
