@@ -49,6 +49,11 @@ METADATA_KEY = "monai_lstmagan"
 _LEGACY_FORMAT = "monai_lstmagan.generator/1"
 _LEGACY_GENERATOR = {"residual": "none", "norm": "batch"}  # what every /1 file is: no bicubic skip, BatchNorm
 
+#: Inclusive bounds of the numbers a ``model.pt`` records for its architecture, checked before anything is built
+#: (a hostile or damaged file must not make the loader build ``num_blocks = 10**6`` blocks). Every generator of the
+#: package, as trained here (e.g. LSTMAGAN 16 blocks x 64 channels), lies far inside them. Within them the recorded
+#: architecture is first built on PyTorch's ``meta`` device (no memory) and its weight shapes compared with the
+#: file's, so the real build never allocates more than the file holds.
 ARCHITECTURE_LIMITS: dict[str, tuple[float, float]] = {
     "scale": (1, 8),
     "num_blocks": (1, 256),
@@ -63,11 +68,6 @@ ARCHITECTURE_LIMITS: dict[str, tuple[float, float]] = {
     "kernel_sizes": (1, 31),
     "beta": (0.0, 10.0),
 }
-"""Inclusive bounds of the numbers a ``model.pt`` records for its architecture, checked before anything is built
-(a hostile or damaged file must not make the loader build ``num_blocks = 10**6`` blocks). Every generator of the
-package, as trained here (e.g. LSTMAGAN 16 blocks x 64 channels), lies far inside them. Within them the recorded
-architecture is first built on PyTorch's ``meta`` device (no memory) and its weight shapes compared with the
-file's, so the real build never allocates more than the file holds."""
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> str:

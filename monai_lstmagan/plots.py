@@ -193,11 +193,11 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     return _save(fig, os.path.join(output_dir, "curves_d_accuracy.png"))
 
 
+#: ``(column prefix, title)`` of the validation panels; columns ``<prefix>_sr`` and ``<prefix>_bicubic``.
 VALIDATION_PANELS = (
     ("psnr_fg", "foreground PSNR (dB)"), ("ssim_fg", "foreground SSIM"),
     ("psnr", "whole-image PSNR (dB)"), ("ssim", "whole-image SSIM"),
 )  # fmt: skip
-"""``(column prefix, title)`` of the validation panels; columns ``<prefix>_sr`` and ``<prefix>_bicubic``."""
 
 
 def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:

@@ -20,7 +20,6 @@ from monai_lstmagan.inference import run_inference
 from monai_lstmagan.io.scans import read_scan, write_scan
 from monai_lstmagan.networks import LSTMAGANGenerator
 from monai_lstmagan.zoo.ci import DEFAULT_STEPS, run_ci
-from monai_lstmagan.zoo.vendoring import attribute_docstrings_as_comments
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLE = REPO / "bundle"
@@ -145,20 +144,6 @@ def test_the_model_zoo_checks_can_fail(tiny_export, tmp_path):
         assert f"{hook}:" in detail, hook
     assert zoo.main(["ci", str(broken), "--steps", "files"]) == 1
     assert zoo.main(["ci", str(tiny_export), "--steps", "files"]) == 0
-
-
-def test_attribute_docstrings_become_comments_above_their_assignment():
-    source = (
-        '"""Module."""\n\nA = 1\n"""What A is."""\nB = (\n    2,\n)\n"""What B is,\n\n    on two lines."""\n'
-        'f = 3  # """not a docstring"""\n'
-    )
-    expected = (
-        '"""Module."""\n\n#: What A is.\nA = 1\n#: What B is,\n#:\n#: on two lines.\nB = (\n    2,\n)\n'
-        'f = 3  # """not a docstring"""\n'
-    )
-    out = attribute_docstrings_as_comments(source)
-    assert out == expected
-    compile(out, "<out>", "exec")
 
 
 def test_the_committed_bundle_passes_the_zoo_directory_and_metadata_checks():

@@ -74,6 +74,9 @@ _COUNTERS = {
     SelfAttention: _self_attention_flops,
 }
 
+#: ``(label, build_generator kwargs)`` of the comparison generators: the papers' default sizes, a small CPU preset
+#: (about the LSTMAGAN small CPU configuration's cost) and the sizes of the comparison runs of
+#: ``docs/comparison_models.md`` (about the demo generator's cost).
 COMPARISON_CONFIGS: tuple[tuple[str, dict], ...] = (
     ("FRDAGAN paper-sized (16 RDBs x 3 dense blocks, 64 ch, growth 32)", {"architecture": "frdagan"}),
     ("FRDAGAN small CPU (4 RDBs x 2, 32 ch, growth 16)",
@@ -89,9 +92,6 @@ COMPARISON_CONFIGS: tuple[tuple[str, dict], ...] = (
     ("MedSRGAN compared (medsrgan.yaml: 1 group x 3, 16 ch)",
      {"architecture": "medsrgan", "num_groups": 1, "blocks_per_group": 3, "channels": 16}),
 )  # fmt: skip
-"""``(label, build_generator kwargs)`` of the comparison generators: the papers' default sizes, a small CPU preset
-(about the LSTMAGAN small CPU configuration's cost) and the sizes of the comparison runs of
-``docs/comparison_models.md`` (about the demo generator's cost)."""
 
 
 @torch.no_grad()

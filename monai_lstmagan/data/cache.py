@@ -70,8 +70,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+#: Bump when :func:`preprocess` changes what it stores: every disk entry is rebuilt.
 PREPROCESSING_VERSION = 1
-"""Bump when :func:`preprocess` changes what it stores: every disk entry is rebuilt."""
 CACHE_MODES = ("auto", "memory", "disk")
 _STORED_TYPES = (np.uint8, np.int8, np.uint16, np.int16, np.int32, np.float32)
 _ENTRY_FILES = ("image.bin", "mask.bin", "foreground.bin", "entry.json")

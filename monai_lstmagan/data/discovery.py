@@ -29,8 +29,8 @@ from monai_lstmagan.transforms.intensity import MODALITIES
 
 __all__ = ["BRATS_MODALITIES", "LAYOUTS", "find_volumes", "collect_inputs"]
 
+#: BraTS2021 sequences that can be selected with ``brats_modality``.
 BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
-"""BraTS2021 sequences that can be selected with ``brats_modality``."""
 LAYOUTS = ("auto", "luna16", "brats", "folder")
 
 _LUNA_SUBSET = re.compile(r"subset\d+")

@@ -294,5 +294,5 @@ class LSTMAGANTrainer(SupervisedTrainer):
         super().load_state_dict(state_dict)
 
 
+#: The former name, kept for configs written before the rename (``monai.engines`` has its own ``AdversarialTrainer``).
 AdversarialTrainer = LSTMAGANTrainer
-"""The former name, kept for configs written before the rename (``monai.engines`` has its own ``AdversarialTrainer``)."""

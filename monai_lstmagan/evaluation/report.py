@@ -21,8 +21,8 @@ from monai_lstmagan.metrics import REGIONS
 __all__ = ["METRICS_COLUMNS", "RESERVED_METHODS", "volume_name", "summarize", "write_results", "save_volume"]
 
 METRICS_COLUMNS = ("volume", "method", "region", "psnr", "ssim")
+#: Method names an extra checkpoint may not take.
 RESERVED_METHODS = ("bicubic", "sr", "hr", "lr")
-"""Method names an extra checkpoint may not take."""
 
 
 def volume_name(item: Mapping[str, Any], used: set[str]) -> str:

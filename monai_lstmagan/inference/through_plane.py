@@ -65,8 +65,8 @@ __all__ = [
     "run_through_plane",
 ]
 
+#: The refiner used when no model is given (the demo generator's size: fast enough to fine-tune per scan on a CPU).
 DEFAULT_REFINER = {"scale": 1, "num_blocks": 2, "channels": 16, "dense_layers": 4, "growth": 8}
-"""The refiner used when no model is given (the demo generator's size: fast enough to fine-tune per scan on a CPU)."""
 DEFAULT_FINE_TUNE_ITERATIONS = 1000
 DEFAULT_FINE_TUNE_SECONDS = 120.0
 

@@ -44,10 +44,10 @@ __all__ = [
     "temporary_folder",
 ]
 
+#: How the temporary folders of :func:`atomic_files` start (the full name: ``.lstmagan-<host>-<pid>-<random>``).
 TEMPORARY_PREFIX = ".lstmagan-"
-"""How the temporary folders of :func:`atomic_files` start (the full name: ``.lstmagan-<host>-<pid>-<random>``)."""
+#: Age after which a temporary folder of another host (or of an older version, without host and pid) is stale.
 STALE_FOREIGN_SECONDS = 24 * 3600
-"""Age after which a temporary folder of another host (or of an older version, without host and pid) is stale."""
 
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:32] or "host"
 _OWN_TEMPORARY = re.compile(re.escape(TEMPORARY_PREFIX) + r"(?P<host>[A-Za-z0-9_]+)-(?P<pid>\d+)-[^/]+")

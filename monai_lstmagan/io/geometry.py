@@ -9,8 +9,8 @@ from nibabel.orientations import axcodes2ornt, io_orientation, ornt_transform
 
 __all__ = ["LPS_TO_RAS", "RAS_ORNT", "axial_axis", "file_to_ras", "ras_to_file", "upsampled_affine"]
 
+#: ITK's world coordinates (LPS) to NIfTI's / MONAI's (RAS).
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
-"""ITK's world coordinates (LPS) to NIfTI's / MONAI's (RAS)."""
 RAS_ORNT = axcodes2ornt(("R", "A", "S"))
 
 

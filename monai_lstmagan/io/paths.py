@@ -24,10 +24,10 @@ __all__ = [
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
+#: File name endings read as volumes, everywhere (training, evaluation, inference).
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
-"""File name endings read as volumes, everywhere (training, evaluation, inference)."""
+#: What a super-resolved file adds to its input's name: ``<name>_sr<ext>``.
 OUTPUT_TAG = "_sr"
-"""What a super-resolved file adds to its input's name: ``<name>_sr<ext>``."""
 
 
 def volume_suffix(path: str | os.PathLike) -> str | None:

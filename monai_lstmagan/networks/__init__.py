@@ -43,13 +43,13 @@ __all__ = [
     "build_discriminator",
 ]
 
+#: The generator architectures by name (``generator_kwargs#architecture`` in the configs, recorded in ``model.pt``).
 GENERATORS: dict[str, type[nn.Module]] = {
     "lstmagan": LSTMAGANGenerator,
     "frdagan": FRDAGANGenerator,
     "fa_gan": FAGANGenerator,
     "medsrgan": MedSRGANGenerator,
 }
-"""The generator architectures by name (``generator_kwargs#architecture`` in the configs, recorded in ``model.pt``)."""
 
 
 def build_generator(architecture: str = "lstmagan", **kwargs) -> nn.Module:

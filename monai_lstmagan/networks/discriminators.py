@@ -228,8 +228,8 @@ class ConvDiscriminator(nn.Module):
         return torch.sigmoid(scores) if self.sigmoid else scores
 
 
+#: Names of the critics a config can choose (``critic: lstm | conv``; ``null`` trains without one).
 CRITICS = ("lstm", "conv")
-"""Names of the critics a config can choose (``critic: lstm | conv``; ``null`` trains without one)."""
 
 
 def build_discriminator(kind: str, num_slices: int = 16, **kwargs) -> nn.Module:

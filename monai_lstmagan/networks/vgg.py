@@ -31,8 +31,8 @@ def _layer_names() -> tuple[str, ...]:
     return tuple(names)
 
 
+#: Names of ``vgg19().features[i]`` in index order: ``conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1, ...``.
 VGG19_LAYERS: tuple[str, ...] = _layer_names()
-"""Names of ``vgg19().features[i]`` in index order: ``conv1_1, relu1_1, conv1_2, relu1_2, pool1, conv2_1, ...``."""
 
 
 class VGG19Features(nn.Module):

@@ -13,8 +13,8 @@ import os
 
 __all__ = ["PRETRAINED_FILES", "pretrained_model_path"]
 
+#: Shipped generator checkpoint per scale (files in this folder).
 PRETRAINED_FILES = {2: "lstmagan_x2.pt", 4: "lstmagan_x4.pt"}
-"""Shipped generator checkpoint per scale (files in this folder)."""
 
 
 def _shipped_file(name: str, what: str) -> str:

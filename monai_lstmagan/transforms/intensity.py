@@ -36,17 +36,17 @@ __all__ = [
     "volume_transforms",
 ]
 
+#: Default CT window in HU mapped to [0, 1].
 CT_WINDOW = (-1000.0, 400.0)
-"""Default CT window in HU mapped to [0, 1]."""
+#: Default MR foreground percentiles mapped to [0, 1].
 MR_PERCENTILES = (0.5, 99.5)
-"""Default MR foreground percentiles mapped to [0, 1]."""
 
 _CT_AIR_HU = -500.0  # below: air; a volume with such voxels is CT in "auto" mode
 _CT_BODY_HU = -950.0  # above: body incl. lung parenchyma (outside air is about -1000 HU)
 _MR_HEAD_THRESHOLD = 0.05  # normalised MR intensity above which a voxel is head (air noise is below)
 
+#: The modality values an item or a command accepts ("auto": CT when some voxel is below -500 HU).
 MODALITIES = ("ct", "mr", "auto")
-"""The modality values an item or a command accepts ("auto": CT when some voxel is below -500 HU)."""
 
 
 def source_name(image: torch.Tensor | np.ndarray, fallback: str = "<volume>") -> str:

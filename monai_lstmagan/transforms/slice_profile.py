@@ -43,13 +43,13 @@ __all__ = [
     "simulate_thick_slices",
 ]
 
+#: Slice profiles of :func:`slice_profile_matrix`.
 PROFILES = ("gaussian", "box")
-"""Slice profiles of :func:`slice_profile_matrix`."""
+#: The profile assumed when none is given, everywhere (CLI, configs, transforms): contiguous slices that average
+#: their thickness, what a reconstructed CT or a 2D MR stack without gaps is.
 DEFAULT_PROFILE = "box"
-"""The profile assumed when none is given, everywhere (CLI, configs, transforms): contiguous slices that average
-their thickness, what a reconstructed CT or a 2D MR stack without gaps is."""
+#: Interpolation kernels of :func:`interpolation_matrix` (the baselines users have today).
 INTERPOLATIONS = ("cubic", "linear")
-"""Interpolation kernels of :func:`interpolation_matrix` (the baselines users have today)."""
 
 _FWHM_TO_SIGMA = 1.0 / (2.0 * math.sqrt(2.0 * math.log(2.0)))
 

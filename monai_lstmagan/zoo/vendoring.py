@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ast
-import inspect
 import os
 import shutil
 import warnings
@@ -23,7 +22,6 @@ isort, HAS_ISORT = optional_import("isort")
 __all__ = [
     "NOT_VENDORED",
     "rewrite_imports",
-    "attribute_docstrings_as_comments",
     "format_for_the_zoo",
     "vendor_package",
     "vendor_config",
@@ -86,34 +84,6 @@ def rewrite_imports(source: str) -> str:
     return source
 
 
-def attribute_docstrings_as_comments(source: str) -> str:
-    """Module-level string statements after the module docstring (attribute docstrings such as
-    ``CT_WINDOW = ...`` then ``\"\"\"Default CT window.\"\"\"``) as ``#:`` comments, the other form Sphinx reads.
-
-    The model zoo's ``check-docstring-first`` hook reports every module-level string after the first as
-    "Multiple module docstrings". The comment goes just above the assignment the string follows; only
-    statements that occupy whole lines are changed.
-    """
-    tree = ast.parse(source)
-    lines = source.splitlines(keepends=True)
-    for index in range(len(tree.body) - 1, 0, -1):
-        node, previous = tree.body[index], tree.body[index - 1]
-        if not (
-            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
-        ):
-            continue
-        if node.col_offset != 0 or lines[node.end_lineno - 1][node.end_col_offset :].strip():
-            continue
-        text = inspect.cleandoc(node.value.value)
-        comment = [f"#: {line}".rstrip() + "\n" for line in text.splitlines()] or ["#:\n"]
-        del lines[node.lineno - 1 : node.end_lineno]
-        # Sphinx reads ``#:`` comments just above the assignment they document
-        documents = isinstance(previous, (ast.Assign, ast.AnnAssign)) and previous.end_lineno == node.lineno - 1
-        at = previous.lineno - 1 if documents else node.lineno - 1
-        lines[at:at] = comment
-    return "".join(lines)
-
-
 def format_for_the_zoo(source: str) -> str:
     """Python source formatted as the model zoo's ``runtests.sh --autofix`` does: isort then black
     (``--skip-magic-trailing-comma``) with the zoo's ``setup.cfg`` / ``pyproject.toml`` (``model_zoo_ci/``).
@@ -152,8 +122,9 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
     Only what inference and training use: the subpackages of :data:`NOT_VENDORED` (the exporter and CI
     runner ``zoo/``, the benchmarks ``bench/``) are left out, and so are the shipped weights (the bundle has its
     own ``models/``). Python files are rewritten with :func:`rewrite_imports` and, where a rewritten import
-    changed, formatted with :func:`format_for_the_zoo`, and attribute docstrings become comments
-    (:func:`attribute_docstrings_as_comments`); ``resources/*.json`` is copied as is; ``__pycache__``
+    changed, formatted with :func:`format_for_the_zoo` (the package itself is formatted to the zoo's settings and
+    documents module attributes with ``#:`` comments, as its ``check-docstring-first`` hook needs);
+    ``resources/*.json`` is copied as is; ``__pycache__``
     is skipped. ``scripts_dir/__init__.py`` is written.
 
     Returns:
@@ -182,7 +153,7 @@ def vendor_package(scripts_dir: str | os.PathLike) -> list[str]:
             rewritten = rewrite_imports(source)
             if rewritten != source and HAS_BLACK and HAS_ISORT:
                 rewritten = format_for_the_zoo(rewritten)
-            target.write_text(attribute_docstrings_as_comments(rewritten), encoding="utf-8")
+            target.write_text(rewritten, encoding="utf-8")
         else:
             shutil.copy2(path, target)
         written.append(str(target.relative_to(scripts_dir)))
