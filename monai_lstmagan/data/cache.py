@@ -46,7 +46,6 @@ from monai_lstmagan.data.checks import scan_shapes
 from monai_lstmagan.io.atomic import atomic_write_json, default_file_mode, remove_stale_temporaries, temporary_folder
 from monai_lstmagan.io.scans import scan_files
 from monai_lstmagan.transforms.intensity import CT_WINDOW, MR_PERCENTILES, load_transforms, normalize_transforms
-from monai_lstmagan.transforms.sampling import foreground_indices
 
 __all__ = [
     "PREPROCESSING_VERSION",
@@ -86,8 +85,9 @@ def _stored_type(voxels: np.ndarray) -> np.dtype:
     finite_min, finite_max = float(voxels.min()), float(voxels.max())
     for dtype in _STORED_TYPES[:-1]:
         info = np.iinfo(dtype)
-        if info.min <= finite_min and finite_max <= info.max and np.array_equal(voxels.astype(dtype), voxels):
-            return np.dtype(dtype)
+        if info.min <= finite_min and finite_max <= info.max:
+            if all(np.array_equal(plane.astype(dtype), plane) for plane in voxels):  # a plane at a time
+                return np.dtype(dtype)
     return np.dtype(np.float32)
 
 
@@ -223,6 +223,13 @@ class DiskVolume(PreparedVolume):
         return sum(os.path.getsize(os.path.join(self.folder, n)) for n in _ENTRY_FILES)
 
 
+def _flat_indices(mask: np.ndarray, dtype: type) -> np.ndarray:
+    """``np.flatnonzero(mask)`` as ``dtype``, an X-plane at a time (no int64 array of the whole volume)."""
+    plane = mask.shape[1] * mask.shape[2]
+    parts = [np.flatnonzero(mask[x]).astype(dtype) + dtype(x * plane) for x in range(mask.shape[0])]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
+
+
 def preprocess(item: dict, modality: str = "auto") -> tuple[dict, np.ndarray, np.ndarray, np.ndarray]:
     """Run the deterministic pipeline on one datalist item.
 
@@ -236,8 +243,10 @@ def preprocess(item: dict, modality: str = "auto") -> tuple[dict, np.ndarray, np
     raw = convert_to_tensor(loaded["image"], track_meta=False).numpy()[0]  # [X, Y, Z] float32
     prepared = normalize_transforms(modality)(loaded)
     image_meta = prepared["image"].meta
-    indices = foreground_indices(prepared["mask"])
+    mask = convert_to_tensor(prepared.pop("mask"), track_meta=False).numpy()[0] > 0.5  # [X, Y, Z]
+    del prepared, loaded  # the normalised volume and the float mask: only raw voxels, mask and indices are kept
     index_dtype = np.int32 if raw.size < 2**31 else np.int64
+    indices = _flat_indices(mask, index_dtype)
     stored = _stored_type(raw)
     meta = {
         "source": os.path.abspath(os.fspath(item["image"])),
@@ -251,9 +260,9 @@ def preprocess(item: dict, modality: str = "auto") -> tuple[dict, np.ndarray, np
         "index_dtype": np.dtype(index_dtype).name,
         "requested_modality": _requested_modality(item, modality),
     }
-    mask = convert_to_tensor(prepared["mask"], track_meta=False).numpy()[0] > 0.5
     image = np.ascontiguousarray(raw.transpose(2, 0, 1).astype(stored))
-    return meta, image, np.ascontiguousarray(mask.transpose(2, 0, 1).astype(np.uint8)), indices.astype(index_dtype)
+    del raw
+    return meta, image, np.ascontiguousarray(mask.transpose(2, 0, 1).astype(np.uint8)), indices
 
 
 def _requested_modality(item: dict, modality: str) -> str:
