@@ -228,3 +228,18 @@ def test_bad_training_volume_stops_before_training(tiny_dataset, tmp_path):
     assert proc.returncode != 0 and "1 of 2 volume(s) cannot be used" in log and str(bad) in log, log[-3000:]
     assert "skip_bad_files" in log and "Epoch: 1/" not in log  # stopped up front, before any iteration
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_prepare_config_fills_the_disk_cache_that_training_then_reuses(tiny_dataset, tmp_path):
+    """prepare.yaml prepares every volume with a summary; a training run on the same output folder reuses all of
+    them (nothing prepared again) and trains from the disk cache."""
+    out = tmp_path / "run"
+    log = run_bundle(bundle_command(("train.yaml", "prepare.yaml"), tiny_dataset, out, run_id=""))
+    assert "Prepared 2 volume(s) (0 bad file(s) skipped)" in log, log[-3000:]
+    entries = sorted(p.name for p in (out / "cache").iterdir() if not p.name.startswith("."))
+    assert [e.split("-")[0] for e in entries] == ["ct0", "ct1"]
+    log = run_bundle(bundle_command(("train.yaml",), tiny_dataset, out, "--epochs", "1", "--data_cache", "disk"))
+    assert "1 training volume(s), 0 prepared now" in log and "1 validation volume(s), 0 prepared now" in log, log[
+        -3000:
+    ]
+    assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == [1]
