@@ -95,8 +95,8 @@ class IterationBatchSampler(Sampler[list]):
     iteration, ``first`` True for the batch's first sample.
 
     The iteration of the first batch comes from where the sampler starts: an :class:`EpochPermutationSampler`'s
-    ``(epoch, start)`` (so a resumed epoch is numbered right), a ``DistributedSampler``'s ``epoch`` (0-based,
-    set by MONAI's trainer), else a count of the batches given so far.
+    ``(epoch, start)`` (so a resumed epoch is numbered right), a ``DistributedSampler``'s ``epoch`` (1-based, set
+    by :class:`IterationSeeder` at every epoch start), else a count of the batches given so far.
 
     Args:
         sampler: the index sampler.
@@ -116,7 +116,7 @@ class IterationBatchSampler(Sampler[list]):
             return (self.sampler.epoch - 1) * per_epoch + self.sampler.start // self.batch_size + 1
         epoch = getattr(self.sampler, "epoch", None)
         if isinstance(epoch, int):
-            return epoch * per_epoch + 1
+            return max(epoch - 1, 0) * per_epoch + 1
         return self._batches_given + 1
 
     def __iter__(self) -> Iterator[list]:
@@ -152,6 +152,8 @@ class IterationSeeder:
     def __init__(self, seed: int, sampler=None, transforms=None, batch_size: int | None = None) -> None:
         self.seed = int(seed)
         self.sampler = sampler if isinstance(sampler, EpochPermutationSampler) else None
+        # a DistributedSampler behind a batch sampler: MONAI's trainer does not see it, so its epoch is set here
+        self.epoch_sampler = sampler if self.sampler is None and hasattr(sampler, "set_epoch") else None
         self.transforms = transforms
         self.batch_size = batch_size
 
@@ -166,6 +168,8 @@ class IterationSeeder:
             batch_size = self.batch_size or engine.data_loader.batch_size
             position = (engine.state.iteration % engine.state.epoch_length) * batch_size
             self.sampler.set_position(engine.state.epoch, position)
+        if self.epoch_sampler is not None:
+            self.epoch_sampler.set_epoch(engine.state.epoch)
 
     def __call__(self, engine: Engine) -> None:
         iteration = engine.state.iteration + 1  # the iteration this batch is for

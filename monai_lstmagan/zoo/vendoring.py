@@ -19,13 +19,7 @@ from monai_lstmagan.zoo.common import MODEL_ZOO_CI_DIR, PACKAGE, VENDOR_PACKAGE
 black, HAS_BLACK = optional_import("black")
 isort, HAS_ISORT = optional_import("isort")
 
-__all__ = [
-    "NOT_VENDORED",
-    "rewrite_imports",
-    "format_for_the_zoo",
-    "vendor_package",
-    "vendor_config",
-]
+__all__ = ["NOT_VENDORED", "rewrite_imports", "format_for_the_zoo", "vendor_package", "vendor_config"]
 
 #: subpackages an exported bundle does not need: the exporter / CI runner and the benchmarks
 NOT_VENDORED = ("zoo", "bench")
