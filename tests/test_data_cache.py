@@ -190,3 +190,34 @@ def test_crops_are_the_same_with_dataloader_workers(two_volumes, tmp_path):
     assert not torch.equal(serial[0], serial[1])
     batch = next(iter(IterationBatchSampler(EpochPermutationSampler(8, seed=3), 2, seed=3)))
     assert [b[1:] for b in batch] == [(iteration_seed(3, 0, 1), True), (iteration_seed(3, 0, 1), False)]
+
+
+def test_available_memory_reads_the_limit_of_this_process_cgroup(tmp_path, monkeypatch):
+    """A v1-style cgroup of this process (and its parent) limits what is available: limit - usage + page cache."""
+    from monai_lstmagan import system
+
+    root = tmp_path / "memory"
+    job = root / "batch" / "job"
+    job.mkdir(parents=True)
+    (job / "memory.limit_in_bytes").write_text(str(3 * 2**30))
+    (job / "memory.usage_in_bytes").write_text(str(2**30))
+    (job / "memory.stat").write_text(f"cache 1\ntotal_inactive_file {2**29}\n")
+    (root / "batch" / "memory.limit_in_bytes").write_text(str(2**63 - 4096))  # unlimited parent
+    (root / "batch" / "memory.usage_in_bytes").write_text(str(2**30))
+    monkeypatch.setattr(system, "_CGROUP_ROOTS", ((str(root), "memory.limit_in_bytes", "memory.usage_in_bytes",
+                                                  "total_inactive_file"),))  # fmt: skip
+    monkeypatch.setattr(system, "_own_cgroups", lambda: ["/batch/job"])
+    monkeypatch.setattr(system, "_stat_value", lambda path, key: 64 * 2**30 // 1024 if "meminfo" in path
+                        else int(dict(line.split() for line in open(path))[key]))  # fmt: skip
+    assert system.available_memory() == (2 * 2**30 + 2**29, "left by the cgroup memory limit")
+
+
+def test_auto_mode_keeps_half_of_the_available_memory(two_volumes, tmp_path, monkeypatch, caplog):
+    """A large RAM budget does not put the volumes in RAM when they need more than half of what is available."""
+    from monai_lstmagan.data import cache
+
+    caplog.set_level("INFO")
+    need = sum(cache.estimated_bytes(s) for s in ([40, 36, 20], [36, 40, 18]))
+    monkeypatch.setattr(cache, "available_memory", lambda: (need + 1, "left by the cgroup memory limit"))
+    volumes = prepare_volumes(two_volumes, str(tmp_path / "c"), mode="auto", ram_budget_gb=100.0, progress=False)
+    assert all(isinstance(v, DiskVolume) for v in volumes) and "cgroup memory limit" in caplog.text

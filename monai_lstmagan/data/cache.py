@@ -45,6 +45,7 @@ from tqdm import tqdm
 from monai_lstmagan.data.checks import scan_shapes
 from monai_lstmagan.io.atomic import atomic_write_json, default_file_mode, remove_stale_temporaries, temporary_folder
 from monai_lstmagan.io.scans import scan_files
+from monai_lstmagan.system import available_memory
 from monai_lstmagan.transforms.intensity import CT_WINDOW, MR_PERCENTILES, load_transforms, normalize_transforms
 
 __all__ = [
@@ -399,7 +400,9 @@ def prepare_volumes(
         cache_dir: the disk cache folder (entries are reused across runs; stale ones are left for the user to
             delete: each is named by the volume's file stem).
         mode: ``"memory"``, ``"disk"`` or ``"auto"`` (memory when :func:`estimated_bytes` of all volumes, from the
-            start-up scan's shapes, fits ``ram_budget_gb``; the choice is logged).
+            start-up scan's shapes, fits ``ram_budget_gb`` and half of the memory available now
+            (:func:`monai_lstmagan.system.available_memory`: ``MemAvailable`` or a cgroup limit); the choice is
+            logged).
         modality: as in :func:`~monai_lstmagan.transforms.intensity.volume_transforms`.
         ram_budget_gb: the RAM the prepared volumes may take in ``"auto"`` mode.
         scan_cache_file: the start-up scan's cache (its recorded shapes give the estimate).
@@ -412,14 +415,20 @@ def prepare_volumes(
     if mode == "auto":
         shapes = scan_shapes(items, scan_cache_file)
         need = sum(estimated_bytes(s) for s in shapes)
-        mode = "memory" if need <= ram_budget_gb * 2**30 else "disk"
+        available, source = available_memory()
+        budget = min(ram_budget_gb * 2**30, available / 2)
+        mode = "memory" if need <= budget else "disk"
         logger.info(
-            "Data cache for %d %s volume(s): %s (estimated %.2f GB prepared, RAM budget %.2f GB).",
+            "Data cache for %d %s volume(s): %s (estimated %.2f GB prepared; RAM budget %.2f GB, half of the "
+            "%.2f GB available (%s) %.2f GB).",
             len(items),
             what,
             mode,
             need / 2**30,
             ram_budget_gb,
+            available / 2**30,
+            source,
+            available / 2**31,
         )
     if mode == "disk" and os.path.isdir(cache_dir):
         remove_stale_temporaries(cache_dir)  # the half-written entries of killed preparations
