@@ -37,6 +37,7 @@ import numpy as np
 
 from monai_lstmagan.io.geometry import LPS_TO_RAS
 from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
+from monai_lstmagan.io.writer import ScanWriter, to_voxel_type
 
 __all__ = [
     "BadVolumeError",
@@ -627,58 +628,24 @@ def scan_files(path: str) -> set[str]:
     return files
 
 
-def to_voxel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` stored as ``dtype``: integer types are rounded and clipped to their range."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
 def write_scan(
     array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype | None = None, like: Scan | None = None
 ) -> None:
-    """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix.
+    """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix: the
+    whole volume as one slab of :class:`~monai_lstmagan.io.writer.ScanWriter`.
 
-    Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files` (nibabel and ITK pick
-    the format from the final name).
+    Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files`.
 
     Args:
         array: ``[I, J, K]`` voxel values in output units.
         affine: 4x4 voxel-to-world matrix in RAS.
-        path: the file to write (``.nii``/``.nii.gz`` with nibabel, ``.mhd``/``.mha``/``.nrrd`` with ITK).
+        path: the file to write (``.nii``/``.nii.gz``, ``.mhd``/``.mha``, ``.nrrd``/``.nhdr``).
         dtype: the stored voxel type (None: ``array``'s). A float ``array`` with an integer ``dtype`` and a NIfTI
             ``like`` (a scaled input) is stored with a scaling chosen by nibabel.
         like: the scan read from the input, whose header (NIfTI: codes, units, description) and compression
-            (ITK formats) the output keeps; None: a plain header.
+            (the other formats) the output keeps; None: a plain header.
     """
+    array = np.asarray(array)
     dtype = np.dtype(array.dtype if dtype is None else dtype)
-    if volume_suffix(path) in NIFTI_SUFFIXES:
-        if like is not None and like.header is not None:
-            header = like.header.copy()
-            header.set_data_dtype(dtype)
-            header.set_slope_inter(np.nan, np.nan)  # nibabel picks a scaling for float data stored as integers
-            image = nib.Nifti1Image(array, affine, header=header)
-            sform_code, qform_code = int(like.header["sform_code"]), int(like.header["qform_code"])
-            if sform_code or qform_code:
-                image.set_sform(affine, code=sform_code)
-                image.set_qform(affine, code=qform_code)
-        else:
-            image = nib.Nifti1Image(to_voxel_type(array, dtype), affine)
-        nib.save(image, path)
-        return
-    source = like.path if like is not None else path
-    try:
-        image = itk.image_from_array(np.ascontiguousarray(to_voxel_type(array, dtype).transpose(2, 1, 0)))
-    except Exception as e:  # ITK's Python wrapping covers a subset of voxel types
-        raise ValueError(
-            f"'{source}': ITK cannot write voxel type {dtype} ({type(e).__name__}); choose another output "
-            "dtype (e.g. --output-dtype int16 or float32)."
-        ) from e
-    affine_lps = LPS_TO_RAS @ affine
-    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetOrigin(affine_lps[:3, 3].tolist())
-    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(affine_lps[:3, :3] / spacing)))
-    itk.imwrite(image, path, compression=like.compressed if like is not None else False)
+    with ScanWriter(path, array.shape, affine, dtype, like=like, values_dtype=array.dtype) as writer:
+        writer.write(array, 0)
