@@ -14,7 +14,9 @@ the last work axis. Everything else is here, once:
   instead of a value clipped to the window edge, so nothing the scanner measured is flattened;
 - the voxel type of the input (or ``output_dtype``), integer types rounded and clipped; a scaled NIfTI keeps its
   real units and gets a new scaling;
-- the file's own format, axis order and header, written atomically (temporary folder, rename).
+- the file's own format, axis order and header, written slab by slab as the operation yields them
+  (:class:`~monai_lstmagan.io.writer.ScanWriter`: the output is never assembled in memory), atomically (temporary
+  folder, rename).
 """
 
 from __future__ import annotations
@@ -32,13 +34,15 @@ from monai_lstmagan.data.discovery import collect_inputs
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.atomic import atomic_files
 from monai_lstmagan.io.paths import check_output_dir, output_files, output_path_for
-from monai_lstmagan.io.scans import Scan, read_scan, scan_files, to_voxel_type, write_scan
+from monai_lstmagan.io.scans import Scan, read_scan, scan_files, to_voxel_type
+from monai_lstmagan.io.writer import ScanWriter
 from monai_lstmagan.transforms.intensity import IntensityNormalizationd
 
 __all__ = [
     "VolumeOperation",
     "keep_baseline_outside_window",
     "super_resolve_file",
+    "SlabPlacement",
     "check_run_outputs",
     "super_resolve_files",
 ]
@@ -144,20 +148,79 @@ def super_resolve_file(
     dtype = np.dtype(output_dtype) if output_dtype is not None else scan.dtype
     # a scaled NIfTI keeps real units in memory; nibabel stores them in the input's type with a new scaling
     memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
-    out = np.empty(operation.output_shape(work.shape), dtype=memory_dtype)
-    for start, stop, sr, baseline in operation.chunks(image, work, options):
-        if sr.shape[:2] != out.shape[:2]:
-            raise ValueError(
-                f"'{input_path}': the model produced slices of {tuple(sr.shape[:2])} where {tuple(out.shape[:2])} "
-                "were expected: it is not a model of this scale."
-            )
-        values = low + sr.astype(np.float64) * (high - low)
-        out[:, :, start:stop] = to_voxel_type(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
-    out_file = operation.to_file(scan, out)
+    out_shape = operation.output_shape(work.shape)
+    placement = SlabPlacement(operation, scan, out_shape)
     name = os.path.basename(output_path)
-    with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
-        write_scan(out_file, operation.output_affine(scan), os.path.join(tmp_dir, name), dtype, like=scan)
+    chunks = operation.chunks(image, work, options)
+    try:
+        with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
+            with ScanWriter(
+                os.path.join(tmp_dir, name), placement.file_shape, operation.output_affine(scan), dtype, like=scan,
+                values_dtype=memory_dtype,
+            ) as writer:  # fmt: skip
+                for start, stop, sr, baseline in _computed(chunks):
+                    if sr.shape[:2] != out_shape[:2]:
+                        raise ValueError(
+                            f"'{input_path}': the model produced slices of {tuple(sr.shape[:2])} where "
+                            f"{tuple(out_shape[:2])} were expected: it is not a model of this scale."
+                        )
+                    values = low + sr.astype(np.float64) * (high - low)
+                    slab = to_voxel_type(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
+                    writer.write(operation.to_file(scan, slab), *placement.file_range(start, stop), placement.axis)
+    except _ComputeError as e:  # not a failed write: the error of the model as it is
+        raise e.error from None
     return output_path
+
+
+class SlabPlacement:
+    """Where the slabs ``start:stop`` along the last work axis of an operation's output land in the file.
+
+    The work layout is an axis permutation (and flips) of the file's (:meth:`VolumeOperation.to_file`), so a work
+    slab is a slab of the file along one file axis, in the same or the reverse order.
+
+    Attributes:
+        file_shape: the output's shape in the file's axis order.
+        axis: the file axis of the last work axis.
+        flipped: whether it runs the other way in the file.
+    """
+
+    def __init__(self, operation: VolumeOperation, scan: Scan, out_shape: Sequence[int]) -> None:
+        self.num = int(out_shape[2])
+        self.file_shape = tuple(operation.to_file(scan, np.broadcast_to(np.zeros((), np.uint8), out_shape)).shape)
+        probe = operation.to_file(scan, np.broadcast_to(np.arange(self.num + 3), (1, 2, self.num + 3)))
+        self.axis = list(probe.shape).index(self.num + 3)
+        line = np.moveaxis(probe, self.axis, -1).reshape(-1, self.num + 3)[0]
+        self.flipped = bool(line[0] > line[-1])
+
+    def file_range(self, start: int, stop: int) -> tuple[int, int]:
+        """The index range along :attr:`axis` of the work slab ``start:stop``."""
+        return (self.num - stop, self.num - start) if self.flipped else (start, stop)
+
+    @property
+    def in_order(self) -> bool:
+        """Whether the slabs come in the file's order along its last axis (so they are streamed)."""
+        return self.axis == 2 and not self.flipped
+
+
+class _ComputeError(Exception):
+    """An error of the model while the output is being written (kept apart from the writer's errors)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _computed(chunks: Iterator) -> Iterator:
+    """``chunks`` with its ``OSError`` / ``RuntimeError`` (e.g. the allocator's) wrapped as :class:`_ComputeError`,
+    so that :func:`~monai_lstmagan.io.atomic.atomic_files` does not report them as a failed write."""
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except (OSError, RuntimeError) as e:
+            raise _ComputeError(e) from e
+        yield chunk
 
 
 def check_run_outputs(inputs: Sequence[str], output_dir: str) -> None:
