@@ -32,7 +32,9 @@ from tqdm import tqdm
 
 from monai_lstmagan.data.discovery import collect_inputs
 from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.inference.resources import check_resources
 from monai_lstmagan.io.atomic import atomic_files
+from monai_lstmagan.io.geometry import SlabPlacement
 from monai_lstmagan.io.paths import check_output_dir, output_files, output_path_for
 from monai_lstmagan.io.scans import Scan, read_scan, scan_files, to_voxel_type
 from monai_lstmagan.io.writer import ScanWriter
@@ -42,7 +44,6 @@ __all__ = [
     "VolumeOperation",
     "keep_baseline_outside_window",
     "super_resolve_file",
-    "SlabPlacement",
     "check_run_outputs",
     "super_resolve_files",
 ]
@@ -81,6 +82,15 @@ class VolumeOperation:
         """The RAS affine of the output grid in the file's axis order (same physical extent)."""
         raise NotImplementedError
 
+    def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
+        """Output slices (along the last work axis) per chunk of :meth:`chunks`, to size the memory a volume needs;
+        default: all of them (the whole output at once)."""
+        return int(out_shape[2])
+
+    def network_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        """Memory of the model's activations for a volume of ``work_shape``, to size the need; default 0."""
+        return 0
+
     def chunks(
         self, image: MetaTensor, work: np.ndarray, options: InferenceOptions
     ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -112,6 +122,7 @@ def super_resolve_file(
     output_dtype: str | None = None,
     options: InferenceOptions | None = None,
     protected: Sequence[str] = (),
+    check_needs: bool = True,
 ) -> str:
     """Super-resolve one volume file and write ``output_dir/<name>_sr<ext>`` atomically.
 
@@ -123,6 +134,9 @@ def super_resolve_file(
         output_dtype: voxel type of the output, e.g. ``"float32"``; None keeps the input's.
         options: how the generator runs (:class:`InferenceOptions`).
         protected: further files that must not be replaced (the other inputs of the run).
+        check_needs: first refuse the volume when its memory or disk need does not fit
+            (:func:`~monai_lstmagan.inference.resources.check_resources`; :func:`super_resolve_files` checks all
+            volumes up front).
 
     Returns:
         the path written.
@@ -136,6 +150,8 @@ def super_resolve_file(
             f"refusing to overwrite the input file '{replaced[0]}' with the output of '{input_path}': choose another "
             "output folder."
         )
+    if check_needs:
+        check_resources(operation, [input_path], output_dir, output_dtype, options)
     scan = read_scan(input_path)
     operation.begin(scan)
     work = np.ascontiguousarray(operation.to_work(scan), dtype=np.float32)
@@ -149,7 +165,7 @@ def super_resolve_file(
     # a scaled NIfTI keeps real units in memory; nibabel stores them in the input's type with a new scaling
     memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
     out_shape = operation.output_shape(work.shape)
-    placement = SlabPlacement(operation, scan, out_shape)
+    placement = SlabPlacement(lambda work: operation.to_file(scan, work), out_shape)
     name = os.path.basename(output_path)
     chunks = operation.chunks(image, work, options)
     try:
@@ -170,36 +186,6 @@ def super_resolve_file(
     except _ComputeError as e:  # not a failed write: the error of the model as it is
         raise e.error from None
     return output_path
-
-
-class SlabPlacement:
-    """Where the slabs ``start:stop`` along the last work axis of an operation's output land in the file.
-
-    The work layout is an axis permutation (and flips) of the file's (:meth:`VolumeOperation.to_file`), so a work
-    slab is a slab of the file along one file axis, in the same or the reverse order.
-
-    Attributes:
-        file_shape: the output's shape in the file's axis order.
-        axis: the file axis of the last work axis.
-        flipped: whether it runs the other way in the file.
-    """
-
-    def __init__(self, operation: VolumeOperation, scan: Scan, out_shape: Sequence[int]) -> None:
-        self.num = int(out_shape[2])
-        self.file_shape = tuple(operation.to_file(scan, np.broadcast_to(np.zeros((), np.uint8), out_shape)).shape)
-        probe = operation.to_file(scan, np.broadcast_to(np.arange(self.num + 3), (1, 2, self.num + 3)))
-        self.axis = list(probe.shape).index(self.num + 3)
-        line = np.moveaxis(probe, self.axis, -1).reshape(-1, self.num + 3)[0]
-        self.flipped = bool(line[0] > line[-1])
-
-    def file_range(self, start: int, stop: int) -> tuple[int, int]:
-        """The index range along :attr:`axis` of the work slab ``start:stop``."""
-        return (self.num - stop, self.num - start) if self.flipped else (start, stop)
-
-    @property
-    def in_order(self) -> bool:
-        """Whether the slabs come in the file's order along its last axis (so they are streamed)."""
-        return self.axis == 2 and not self.flipped
 
 
 class _ComputeError(Exception):
@@ -258,7 +244,8 @@ def super_resolve_files(
 ) -> list[str]:
     """Run :func:`super_resolve_file` over files and/or every volume of folders.
 
-    The output folder is checked and the inputs are collected before anything is read.
+    The output folder is checked, the inputs are collected and the memory and disk the run needs are checked
+    (:func:`~monai_lstmagan.inference.resources.check_resources`) before any voxel is read.
 
     Args:
         operation: the SR mode (its model loaded once).
@@ -274,12 +261,17 @@ def super_resolve_files(
     output_dir = check_output_dir(output_dir)
     items = collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
     check_run_outputs([path for path, _ in items], output_dir)
+    check_resources(operation, [path for path, _ in items], output_dir, output_dtype, options)
     protected = set().union(*(scan_files(path) for path, _ in items)) if items else set()
     written = []
     for path, item_modality in tqdm(
         items, desc="volumes", unit="volume", disable=not options.progress or len(items) < 2
     ):
-        written.append(super_resolve_file(operation, path, output_dir, item_modality, output_dtype, options, protected))
+        written.append(
+            super_resolve_file(
+                operation, path, output_dir, item_modality, output_dtype, options, protected, check_needs=False
+            )
+        )
         if report is not None:
             report(path, written[-1], operation.info)
     return written

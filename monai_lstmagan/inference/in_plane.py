@@ -23,13 +23,18 @@ from nibabel.orientations import apply_orientation
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
-from monai_lstmagan.inference.backends import slice_forward
+from monai_lstmagan.inference.backends import STRIP_HALO, STRIP_OUTPUT_PIXELS, slice_forward
 from monai_lstmagan.inference.files import VolumeOperation, super_resolve_files
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.geometry import axial_axis, file_to_ras, ras_to_file, upsampled_affine
 from monai_lstmagan.io.paths import check_output_dir
 from monai_lstmagan.io.scans import Scan
 from monai_lstmagan.transforms.ops import bicubic_upsample
+
+NETWORK_BYTES_PER_INPUT_PIXEL = 1200
+NETWORK_BYTES_PER_OUTPUT_PIXEL = 300
+"""Activation memory of the shipped generators per input and per output pixel of a slice (channels_last, strips):
+the peak RSS increase of one forward (``docs/benchmark_inference.md``: about 1000 and 240 bytes), plus a margin."""
 
 __all__ = ["iter_super_resolved_slices", "super_resolve_volume", "InPlaneSR", "load_in_plane_model", "run_inference"]
 
@@ -136,6 +141,17 @@ class InPlaneSR(VolumeOperation):
     def output_affine(self, scan: Scan) -> np.ndarray:
         slice_axis = axial_axis(scan.affine)
         return upsampled_affine(scan.affine, [a for a in range(3) if a != slice_axis], self.scale)
+
+    def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
+        return options.slices_per_forward
+
+    def network_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        x, y, _ = work_shape
+        if options.tile is not None:
+            x = y = min(options.tile, max(x, y))
+        out_pixels = min(x * y * self.scale**2, STRIP_OUTPUT_PIXELS + 2 * STRIP_HALO * self.scale**2 * y)
+        per_slice = NETWORK_BYTES_PER_INPUT_PIXEL * x * y + NETWORK_BYTES_PER_OUTPUT_PIXEL * out_pixels
+        return options.slices_per_forward * per_slice
 
     def chunks(self, image: MetaTensor, work: np.ndarray, options: InferenceOptions):
         for start, stop, sr in iter_super_resolved_slices(self.generator, image.as_tensor(), options):

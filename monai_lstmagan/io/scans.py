@@ -48,6 +48,7 @@ __all__ = [
     "voxel_problem",
     "Scan",
     "read_scan",
+    "read_scan_header",
     "to_voxel_type",
     "write_scan",
 ]
@@ -546,6 +547,50 @@ def read_scan(path: str) -> Scan:
     if problem:
         raise ValueError(f"'{path}' {problem}.")
     return scan
+
+
+_ITK_COMPONENT_TYPES = {
+    "unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16,
+    "unsigned_int": np.uint32, "int": np.int32, "unsigned_long": np.uint64, "long": np.int64,
+    "unsigned_long_long": np.uint64, "long_long": np.int64, "float": np.float32, "double": np.float64,
+}  # fmt: skip
+
+
+def read_scan_header(path: str) -> Scan:
+    """What the header of a volume says, without reading its voxels: a :class:`Scan` whose ``array`` is a voxel-less
+    placeholder of the volume's shape (``np.broadcast_to``), with its affine and voxel type, to size the work on it.
+
+    A 4D NIfTI gives the shape of its first volume (as :func:`read_scan`).
+
+    Raises:
+        ValueError: naming the file when its header cannot be read (:func:`check_file` without inflating).
+    """
+    try:
+        check_file(path, inflate=False)
+        if volume_suffix(path) in NIFTI_SUFFIXES:
+            header = _nifti_header(path)
+            shape = tuple(int(v) for v in header.get_data_shape()[:3])
+            shape += (1,) * (3 - len(shape))
+            slope, inter = header.get_slope_inter()
+            scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+            dtype, affine = np.dtype(header.get_data_dtype()), np.asarray(header.get_best_affine(), float)
+            return Scan(path, np.broadcast_to(np.zeros((), dtype), shape), affine, dtype, header, scaled=scaled)
+        image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        image_io.SetFileName(path)
+        image_io.ReadImageInformation()
+    except BadVolumeError as e:
+        raise ValueError(f"'{path}' {e}.") from e
+    ndim = image_io.GetNumberOfDimensions()
+    shape = tuple(int(image_io.GetDimensions(i)) for i in range(min(ndim, 3))) + (1,) * max(0, 3 - ndim)
+    component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
+    dtype = np.dtype(_ITK_COMPONENT_TYPES.get(component, np.float64))
+    affine_lps = np.eye(4)
+    for axis in range(min(ndim, 3)):
+        direction = np.array(image_io.GetDirection(axis), float)[:3]
+        affine_lps[: len(direction), axis] = direction * image_io.GetSpacing(axis)
+        affine_lps[axis, 3] = image_io.GetOrigin(axis)
+    array = np.broadcast_to(np.zeros((), dtype), shape)
+    return Scan(path, array, LPS_TO_RAS @ affine_lps, dtype, None, _itk_compressed(path))
 
 
 def _read_checked_scan(path: str) -> Scan:
