@@ -135,7 +135,7 @@ def test_a_memory_need_above_what_is_available_is_refused_before_any_work(tmp_pa
     assert main([scan, "-o", str(out), "--scale", "2", "--no-progress", "--device", "cpu"]) == 1
     error = capsys.readouterr().err
     assert f"'{scan}' needs about" in error and "10.0 kB is available (MemAvailable)" in error, error
-    assert "input" in error and "network" in error and "nothing was written" in error
+    assert "input" in error and "model" in error and "nothing was written" in error
     assert list(out.iterdir()) == []
 
 

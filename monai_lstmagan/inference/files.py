@@ -87,8 +87,9 @@ class VolumeOperation:
         default: all of them (the whole output at once)."""
         return int(out_shape[2])
 
-    def network_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
-        """Memory of the model's activations for a volume of ``work_shape``, to size the need; default 0."""
+    def model_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        """Memory of running the model over a volume of ``work_shape`` (its activations, and the whole-volume arrays
+        of an operation that needs them), to size the need; default 0."""
         return 0
 
     def chunks(

@@ -145,7 +145,7 @@ class InPlaneSR(VolumeOperation):
     def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
         return options.slices_per_forward
 
-    def network_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+    def model_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
         x, y, _ = work_shape
         if options.tile is not None:
             x = y = min(options.tile, max(x, y))

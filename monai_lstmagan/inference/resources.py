@@ -6,8 +6,8 @@ grid of the operation and the voxel types:
 - **memory** (the largest need of one volume; volumes are processed one after the other): the input and its
   float32 working copies (:data:`BYTES_PER_INPUT_VOXEL`), the output voxels of one chunk in flight
   (:data:`BYTES_PER_CHUNK_VOXEL` each; in-plane SR: ``batch_size`` slices, the output is streamed to disk; an
-  operation that yields its whole output at once, like through-plane SR, holds all of it) and the generator's
-  activations (:meth:`~monai_lstmagan.inference.files.VolumeOperation.network_bytes`), against the memory
+  operation that yields its whole output at once holds all of it) and the model's activations and whole-volume
+  arrays (:meth:`~monai_lstmagan.inference.files.VolumeOperation.model_bytes`), against the memory
   available: ``MemAvailable`` of ``/proc/meminfo`` or, when lower, what the cgroup (container) limit leaves;
 - **disk** (the sum over the run's outputs): each output's voxels in its stored type (the uncompressed size: a
   safe bound for ``.nii.gz`` / ``.zraw``), plus a spool of the whole output in its in-memory type where the
@@ -130,7 +130,7 @@ def volume_needs(
     parts = {
         "input": input_voxels * (scan.dtype.itemsize + BYTES_PER_INPUT_VOXEL),
         f"{chunk} output slices in flight": chunk * out_slice * BYTES_PER_CHUNK_VOXEL,
-        "network": operation.network_bytes(work_shape, options),
+        "model": operation.model_bytes(work_shape, options),
     }
     out_voxels = math.prod(out_shape)
     disk = out_voxels * dtype.itemsize
