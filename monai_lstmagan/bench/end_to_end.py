@@ -37,6 +37,7 @@ from monai.data import MetaTensor
 from monai_lstmagan.bench.complexity import count_flops
 from monai_lstmagan.bench.memory import PeakMemoryTracker
 from monai_lstmagan.bench.timing import matmul_gflops
+from monai_lstmagan.inference import backends
 from monai_lstmagan.inference.files import keep_baseline_outside_window, super_resolve_file
 from monai_lstmagan.inference.in_plane import InPlaneSR, load_in_plane_model
 from monai_lstmagan.inference.options import InferenceOptions
@@ -232,6 +233,44 @@ def run_end_to_end(
     return {"matmul_gflops": ceiling, "threads": torch.get_num_threads(), "rows": rows}
 
 
+def forward_profile(
+    scales: Sequence[int] = (2, 4), size: int = 256, batch_sizes: Sequence[int] = (1, 2, 4), repeats: int = 3
+) -> list[dict[str, Any]]:
+    """Per shipped generator, on ``size x size`` slices of a synthetic CT: seconds per slice of the eager forward
+    and of :func:`~monai_lstmagan.inference.backends.slice_forward` for each batch size (alternated, best of
+    ``repeats``), their largest difference, and the RSS increase of one slice_forward of one slice (what
+    :data:`~monai_lstmagan.inference.in_plane.NETWORK_BYTES_PER_INPUT_PIXEL` and ``..._OUTPUT_PIXEL`` are fitted
+    to)."""
+    volume, _ = synthetic_ct((size, size, max(batch_sizes)))
+    slices = torch.from_numpy(np.clip((volume.transpose(2, 0, 1) + 1000.0) / 1400.0, 0, 1).astype(np.float32))
+    options = InferenceOptions(device="cpu")
+    rows = []
+    for scale in scales:
+        generator = load_in_plane_model(pretrained_model_path(scale), scale).eval()
+        fast = backends.slice_forward(generator, options)
+        with torch.inference_mode():
+            fast(slices[:1, None])  # warm-up
+            tracker = PeakMemoryTracker()
+            tracker.start()
+            fast(slices[:1, None])
+            increase = tracker.stop()["rss_increase_mib"]
+            row: dict[str, Any] = {"scale": scale, "size": size, "rss_increase_mib_one_slice": increase}
+            for batch in batch_sizes:
+                x = slices[:batch, None]
+                times: dict[str, list[float]] = {"eager": [], "fast": []}
+                for _ in range(repeats):
+                    for name, forward in (("eager", generator), ("fast", fast)):
+                        start = time.perf_counter()
+                        out = forward(x)
+                        times[name].append((time.perf_counter() - start) / batch)
+                        row.setdefault("outputs", {})[name] = out
+                difference = float((row["outputs"]["fast"] - row["outputs"]["eager"]).abs().max())
+                row[f"batch {batch}"] = {name: min(t) for name, t in times.items()} | {"max_abs_diff": difference}
+            row.pop("outputs")
+        rows.append(row)
+    return rows
+
+
 def _table(report: dict[str, Any]) -> str:
     lines = [
         f"GEMM ceiling (2048^3 matmul): {report['matmul_gflops']:.1f} GFLOP/s, {report['threads']} threads",
@@ -262,7 +301,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the numbers as JSON")
     parser.add_argument("--write-ct", nargs=4, metavar=("X", "Y", "Z", "PATH"), help="only write a synthetic CT")
+    parser.add_argument(
+        "--forward-profile", action="store_true", help="only the per-slice forward: batch sizes, eager vs fast, RSS"
+    )
     args = parser.parse_args(argv)
+    if args.forward_profile:
+        print(json.dumps(forward_profile(), indent=2))
+        return 0
     if args.write_ct:
         print(write_synthetic(args.write_ct[3], "ct", [int(v) for v in args.write_ct[:3]]))
         return 0
