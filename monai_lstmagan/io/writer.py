@@ -382,15 +382,14 @@ class ScanWriter:
             os.remove(self._spool_path)
 
     def abort(self) -> None:
-        """Close and remove what was written (after an error)."""
+        """Close and remove the files this writer made (after an error)."""
         for f in self._files:
             try:
                 f.close()
             except OSError:
                 pass
-        for name in {self.path, self._data_path()}:
-            if os.path.exists(name):
-                os.remove(name)
+            if os.path.exists(f.name):
+                os.remove(f.name)
         self._spool = None
         if os.path.exists(self._spool_path):
             os.remove(self._spool_path)
