@@ -1,4 +1,5 @@
-"""The one reader and the one writer of volume files: integrity, voxels, geometry, voxel types.
+"""The one reader of volume files (integrity, voxels, geometry, voxel types) and :func:`write_scan`, the whole
+volume as one slab of the one writer, :class:`monai_lstmagan.io.writer.ScanWriter`.
 
 Every entry point (the training transforms, the start-up scan of ``data.check_volumes``, inference and
 evaluation) goes through this module, so a bad file gets the same error naming the file wherever it
@@ -11,6 +12,7 @@ enters, and the same formats are accepted everywhere:
   ``.mhd`` whose data file is missing or shorter than its header says;
 - :func:`voxel_problem`: NaN/Inf voxels, a constant image;
 - :func:`read_scan`: array + affine (RAS) + voxel type + what is needed to write the volume back;
+- :func:`read_scan_header`: the shape, geometry and voxel type from the header alone (to size the work);
 - :func:`write_scan`: an array with its RAS affine in the format of a scan read (or a plain NIfTI / ITK file);
 - :func:`scan_files`: every file a scan consists of (a ``.mhd`` and the data file its header names), so that
   no output replaces one.
