@@ -324,14 +324,14 @@ def test_a_code_executing_pickle_is_refused_without_running_it(tmp_path, capsys)
 
 
 def _partial_write_then(action):
-    """A stand-in for ``write_scan`` that leaves a partial file in the temporary folder, then does ``action()``."""
+    """A stand-in for ``ScanWriter`` that leaves a partial file in the temporary folder, then does ``action()``."""
 
-    def write(array, affine, path, *args, **kwargs):
+    def writer(path, *args, **kwargs):
         with open(path, "wb") as f:
             f.write(b"partial")
         action()
 
-    return write
+    return writer
 
 
 def _raise_enospc():
@@ -342,7 +342,7 @@ def test_case12_a_full_disk_names_the_output_file(tmp_path, capsys, model, monke
     d = tmp_path / "d"
     d.mkdir()
     scan = write_nifti(d / "a.nii.gz", mr_volume())
-    monkeypatch.setattr(files_module, "write_scan", _partial_write_then(_raise_enospc))
+    monkeypatch.setattr(files_module, "ScanWriter", _partial_write_then(_raise_enospc))
     out = tmp_path / "out"
     _refused(capsys, [scan, "--model", model], [d], out, re.escape(str(out / "a_sr.nii.gz")), "No space left on device")
 
@@ -357,15 +357,13 @@ _SCRIPT = textwrap.dedent("""
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
         resource.setrlimit(resource.RLIMIT_FSIZE, (16384, 16384))
     else:  # the write of the output hangs after a partial file, until a signal comes
-        real = files.write_scan
-
-        def slow_write(array, affine, path, *args, **kwargs):
+        def slow_writer(path, *args, **kwargs):
             with open(path, "wb") as f:
                 f.write(b"partial")
             open(marker, "w").close()
             time.sleep(300)
 
-        files.write_scan = slow_write
+        files.ScanWriter = slow_writer
     sys.exit(main(sys.argv[3:]))
     """)
 
@@ -451,16 +449,16 @@ def test_case14_a_signal_during_a_write_keeps_finished_outputs_and_leaves_nothin
     d.mkdir()
     first, second = write_nifti(d / "a.nii.gz", mr_volume()), write_nifti(d / "b.nii.gz", mr_volume(seed=1))
     before = _hashes(d)
-    real_write = files_module.write_scan
+    real_writer = files_module.ScanWriter
     writes = []
 
-    def write(array, affine, path, *args, **kwargs):  # the first output is written, the second is interrupted
+    def writer(path, *args, **kwargs):  # the first output is written, the second is interrupted
         writes.append(path)
         if len(writes) == 1:
-            return real_write(array, affine, path, *args, **kwargs)
-        return _partial_write_then(lambda: signal.raise_signal(signum))(array, affine, path)
+            return real_writer(path, *args, **kwargs)
+        return _partial_write_then(lambda: signal.raise_signal(signum))(path)
 
-    monkeypatch.setattr(files_module, "write_scan", write)
+    monkeypatch.setattr(files_module, "ScanWriter", writer)
     handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert main([first, second, "-o", str(out), "--model", model, "--no-progress"]) == status
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # restored

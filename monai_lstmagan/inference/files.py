@@ -14,7 +14,9 @@ the last work axis. Everything else is here, once:
   instead of a value clipped to the window edge, so nothing the scanner measured is flattened;
 - the voxel type of the input (or ``output_dtype``), integer types rounded and clipped; a scaled NIfTI keeps its
   real units and gets a new scaling;
-- the file's own format, axis order and header, written atomically (temporary folder, rename).
+- the file's own format, axis order and header, written slab by slab as the operation yields them
+  (:class:`~monai_lstmagan.io.writer.ScanWriter`: the output is never assembled in memory), atomically (temporary
+  folder, rename).
 """
 
 from __future__ import annotations
@@ -30,9 +32,12 @@ from tqdm import tqdm
 
 from monai_lstmagan.data.discovery import collect_inputs
 from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.inference.resources import check_resources
 from monai_lstmagan.io.atomic import atomic_files
+from monai_lstmagan.io.geometry import SlabPlacement
 from monai_lstmagan.io.paths import check_output_dir, output_files, output_path_for
-from monai_lstmagan.io.scans import Scan, read_scan, scan_files, to_voxel_type, write_scan
+from monai_lstmagan.io.scans import Scan, read_scan, scan_files, to_voxel_type
+from monai_lstmagan.io.writer import ScanWriter
 from monai_lstmagan.transforms.intensity import IntensityNormalizationd
 
 __all__ = [
@@ -77,6 +82,16 @@ class VolumeOperation:
         """The RAS affine of the output grid in the file's axis order (same physical extent)."""
         raise NotImplementedError
 
+    def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
+        """Output slices (along the last work axis) per chunk of :meth:`chunks`, to size the memory a volume needs;
+        default: all of them (the whole output at once)."""
+        return int(out_shape[2])
+
+    def model_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        """Memory of running the model over a volume of ``work_shape`` (its activations, and the whole-volume arrays
+        of an operation that needs them), to size the need; default 0."""
+        return 0
+
     def chunks(
         self, image: MetaTensor, work: np.ndarray, options: InferenceOptions
     ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
@@ -108,6 +123,7 @@ def super_resolve_file(
     output_dtype: str | None = None,
     options: InferenceOptions | None = None,
     protected: Sequence[str] = (),
+    check_needs: bool = True,
 ) -> str:
     """Super-resolve one volume file and write ``output_dir/<name>_sr<ext>`` atomically.
 
@@ -119,6 +135,9 @@ def super_resolve_file(
         output_dtype: voxel type of the output, e.g. ``"float32"``; None keeps the input's.
         options: how the generator runs (:class:`InferenceOptions`).
         protected: further files that must not be replaced (the other inputs of the run).
+        check_needs: first refuse the volume when its memory or disk need does not fit
+            (:func:`~monai_lstmagan.inference.resources.check_resources`; :func:`super_resolve_files` checks all
+            volumes up front).
 
     Returns:
         the path written.
@@ -132,6 +151,8 @@ def super_resolve_file(
             f"refusing to overwrite the input file '{replaced[0]}' with the output of '{input_path}': choose another "
             "output folder."
         )
+    if check_needs:
+        check_resources(operation, [input_path], output_dir, output_dtype, options)
     scan = read_scan(input_path)
     operation.begin(scan)
     work = np.ascontiguousarray(operation.to_work(scan), dtype=np.float32)
@@ -144,20 +165,49 @@ def super_resolve_file(
     dtype = np.dtype(output_dtype) if output_dtype is not None else scan.dtype
     # a scaled NIfTI keeps real units in memory; nibabel stores them in the input's type with a new scaling
     memory_dtype = np.dtype(np.float32) if scan.scaled and output_dtype is None else dtype
-    out = np.empty(operation.output_shape(work.shape), dtype=memory_dtype)
-    for start, stop, sr, baseline in operation.chunks(image, work, options):
-        if sr.shape[:2] != out.shape[:2]:
-            raise ValueError(
-                f"'{input_path}': the model produced slices of {tuple(sr.shape[:2])} where {tuple(out.shape[:2])} "
-                "were expected: it is not a model of this scale."
-            )
-        values = low + sr.astype(np.float64) * (high - low)
-        out[:, :, start:stop] = to_voxel_type(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
-    out_file = operation.to_file(scan, out)
+    out_shape = operation.output_shape(work.shape)
+    placement = SlabPlacement(lambda work: operation.to_file(scan, work), out_shape)
     name = os.path.basename(output_path)
-    with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
-        write_scan(out_file, operation.output_affine(scan), os.path.join(tmp_dir, name), dtype, like=scan)
+    chunks = operation.chunks(image, work, options)
+    try:
+        with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
+            with ScanWriter(
+                os.path.join(tmp_dir, name), placement.file_shape, operation.output_affine(scan), dtype, like=scan,
+                values_dtype=memory_dtype,
+            ) as writer:  # fmt: skip
+                for start, stop, sr, baseline in _computed(chunks):
+                    if sr.shape[:2] != out_shape[:2]:
+                        raise ValueError(
+                            f"'{input_path}': the model produced slices of {tuple(sr.shape[:2])} where "
+                            f"{tuple(out_shape[:2])} were expected: it is not a model of this scale."
+                        )
+                    values = low + sr.astype(np.float64) * (high - low)
+                    slab = to_voxel_type(keep_baseline_outside_window(values, baseline, low, high), memory_dtype)
+                    writer.write(operation.to_file(scan, slab), *placement.file_range(start, stop), placement.axis)
+    except _ComputeError as e:  # not a failed write: the error of the model as it is
+        raise e.error from None
     return output_path
+
+
+class _ComputeError(Exception):
+    """An error of the model while the output is being written (kept apart from the writer's errors)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _computed(chunks: Iterator) -> Iterator:
+    """``chunks`` with its ``OSError`` / ``RuntimeError`` (e.g. the allocator's) wrapped as :class:`_ComputeError`,
+    so that :func:`~monai_lstmagan.io.atomic.atomic_files` does not report them as a failed write."""
+    while True:
+        try:
+            chunk = next(chunks)
+        except StopIteration:
+            return
+        except (OSError, RuntimeError) as e:
+            raise _ComputeError(e) from e
+        yield chunk
 
 
 def check_run_outputs(inputs: Sequence[str], output_dir: str) -> None:
@@ -195,7 +245,8 @@ def super_resolve_files(
 ) -> list[str]:
     """Run :func:`super_resolve_file` over files and/or every volume of folders.
 
-    The output folder is checked and the inputs are collected before anything is read.
+    The output folder is checked, the inputs are collected and the memory and disk the run needs are checked
+    (:func:`~monai_lstmagan.inference.resources.check_resources`) before any voxel is read.
 
     Args:
         operation: the SR mode (its model loaded once).
@@ -211,12 +262,17 @@ def super_resolve_files(
     output_dir = check_output_dir(output_dir)
     items = collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
     check_run_outputs([path for path, _ in items], output_dir)
+    check_resources(operation, [path for path, _ in items], output_dir, output_dtype, options)
     protected = set().union(*(scan_files(path) for path, _ in items)) if items else set()
     written = []
     for path, item_modality in tqdm(
         items, desc="volumes", unit="volume", disable=not options.progress or len(items) < 2
     ):
-        written.append(super_resolve_file(operation, path, output_dir, item_modality, output_dtype, options, protected))
+        written.append(
+            super_resolve_file(
+                operation, path, output_dir, item_modality, output_dtype, options, protected, check_needs=False
+            )
+        )
         if report is not None:
             report(path, written[-1], operation.info)
     return written

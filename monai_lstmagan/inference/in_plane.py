@@ -23,6 +23,7 @@ from nibabel.orientations import apply_orientation
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.inference.backends import STRIP_HALO, STRIP_OUTPUT_PIXELS, slice_forward
 from monai_lstmagan.inference.files import VolumeOperation, super_resolve_files
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.geometry import axial_axis, file_to_ras, ras_to_file, upsampled_affine
@@ -30,10 +31,17 @@ from monai_lstmagan.io.paths import check_output_dir
 from monai_lstmagan.io.scans import Scan
 from monai_lstmagan.transforms.ops import bicubic_upsample
 
+NETWORK_BYTES_PER_INPUT_PIXEL = 1200
+NETWORK_BYTES_PER_OUTPUT_PIXEL = 300
+"""Activation memory of the shipped generators per input and per output pixel of a slice (channels_last): the peak
+RSS increase of one forward (``docs/benchmark_inference.md``: about 600 and 270 bytes), with a margin."""
+
 __all__ = ["iter_super_resolved_slices", "super_resolve_volume", "InPlaneSR", "load_in_plane_model", "run_inference"]
 
 
-def _slice_model(generator: torch.nn.Module, options: InferenceOptions) -> Callable[[torch.Tensor], torch.Tensor]:
+def _slice_model(
+    generator: Callable[[torch.Tensor], torch.Tensor], options: InferenceOptions
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """``f([N, 1, h, w]) -> [N, 1, h*s, w*s]``: whole slices, or in-plane tiles blended by MONAI's sliding window."""
     if options.tile is None:
         return generator
@@ -49,7 +57,9 @@ def iter_super_resolved_slices(
 ) -> Iterator[tuple[int, int, torch.Tensor]]:
     """Stream the axial slices of a volume through the generator, ``options.batch_size`` slices at a time.
 
-    Only one batch of slices (and, with ``tile``, its tiles) is on the device at any time.
+    Only one batch of slices (and, with ``tile``, its tiles) is on the device at any time. The generator runs
+    through :func:`~monai_lstmagan.inference.backends.slice_forward` (channels_last on the CPU, the upsampler in
+    strips): the same output, faster and in bounded memory.
 
     Args:
         generator: maps ``[N, 1, h, w] -> [N, 1, h*s, w*s]``; evaluated in eval mode without gradients.
@@ -63,8 +73,7 @@ def iter_super_resolved_slices(
     if volume.dim() != 4 or volume.shape[0] != 1:
         raise ValueError(f"expected a volume [1, X, Y, Z], got shape {tuple(volume.shape)}.")
     device, batch_size = options.torch_device, options.slices_per_forward
-    generator = generator.to(device).eval()
-    model = _slice_model(generator, options)
+    model = _slice_model(slice_forward(generator, options), options)
     num_slices = volume.shape[-1]
     starts = range(0, num_slices, batch_size)
     for start in tqdm(starts, desc="super-resolving slices", unit="batch", disable=not options.progress, leave=False):
@@ -132,6 +141,17 @@ class InPlaneSR(VolumeOperation):
     def output_affine(self, scan: Scan) -> np.ndarray:
         slice_axis = axial_axis(scan.affine)
         return upsampled_affine(scan.affine, [a for a in range(3) if a != slice_axis], self.scale)
+
+    def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
+        return options.slices_per_forward
+
+    def model_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        x, y, _ = work_shape
+        if options.tile is not None:
+            x = y = min(options.tile, max(x, y))
+        out_pixels = min(x * y * self.scale**2, STRIP_OUTPUT_PIXELS + 2 * STRIP_HALO * self.scale**2 * y)
+        per_slice = NETWORK_BYTES_PER_INPUT_PIXEL * x * y + NETWORK_BYTES_PER_OUTPUT_PIXEL * out_pixels
+        return options.slices_per_forward * per_slice
 
     def chunks(self, image: MetaTensor, work: np.ndarray, options: InferenceOptions):
         for start, stop, sr in iter_super_resolved_slices(self.generator, image.as_tensor(), options):

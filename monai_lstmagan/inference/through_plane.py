@@ -40,6 +40,7 @@ from monai.data import MetaTensor
 from tqdm import tqdm
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.inference.backends import slice_forward
 from monai_lstmagan.inference.files import VolumeOperation, super_resolve_files
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.geometry import upsampled_affine
@@ -231,7 +232,7 @@ def super_resolve_slice_axis(
         raise ValueError(f"expected a volume [X, Y, Z], got shape {tuple(volume.shape)}.")
     options = options or InferenceOptions()
     device, batch_size = options.torch_device, options.slices_per_forward
-    generator = generator.to(device).eval()
+    forward = slice_forward(generator, options)  # channels_last on the CPU: the same output, faster
     interpolated = interpolate_axis(volume.float().cpu(), -1, num_slices, "cubic").clamp(0.0, 1.0)  # [X, Y, Z']
     out = torch.zeros_like(interpolated)
     for fixed in (0, 1):
@@ -243,9 +244,13 @@ def super_resolve_slice_axis(
         ):
             batch = stack[start : start + batch_size].transpose(1, 2)[:, None].to(device)  # [n, 1, Z', other]
             with torch.inference_mode(), torch.autocast(device.type, dtype=options.autocast_dtype, enabled=options.amp):
-                result = generator(batch).float().clamp(0.0, 1.0)
+                result = forward(batch).float().clamp(0.0, 1.0)
             refined[start : start + batch_size] += result[:, 0].transpose(1, 2).cpu()
     return out / 2.0
+
+
+THROUGH_PLANE_CHUNK_SLICES = 16
+"""Refined slices converted to the file's voxel type and written at a time."""
 
 
 class ThroughPlaneSR(VolumeOperation):
@@ -336,9 +341,20 @@ class ThroughPlaneSR(VolumeOperation):
                 f"{image.meta.get('filename_or_obj', 'volume')}: fine-tuned {stats['iterations']} steps in "
                 f"{stats['seconds']:.0f} s."
             )
-        refined = super_resolve_slice_axis(model, image[0].as_tensor(), self.num_out, options)
+        refined = super_resolve_slice_axis(model, image[0].as_tensor(), self.num_out, options).numpy()
         baseline = interpolate_axis(torch.from_numpy(work), -1, self.num_out, "cubic").numpy()
-        yield 0, self.num_out, refined.numpy(), baseline
+        step = self.chunk_slices(refined.shape, options)
+        for start in range(0, self.num_out, step):  # the conversion to the file's type slab by slab
+            stop = min(start + step, self.num_out)
+            yield start, stop, refined[:, :, start:stop], baseline[:, :, start:stop]
+
+    def chunk_slices(self, out_shape: Sequence[int], options: InferenceOptions) -> int:
+        return THROUGH_PLANE_CHUNK_SLICES
+
+    def model_bytes(self, work_shape: Sequence[int], options: InferenceOptions) -> int:
+        """The refined grid is made whole (both plane directions are averaged): the cubic interpolation, the sum
+        of the refined planes and its copy, and the baseline, float32 each."""
+        return 4 * 4 * work_shape[0] * work_shape[1] * self.num_out
 
 
 def load_refiner(ckpt_path: str, map_location: str | torch.device = "cpu") -> torch.nn.Module:

@@ -1,4 +1,5 @@
-"""The one reader and the one writer of volume files: integrity, voxels, geometry, voxel types.
+"""The one reader of volume files (integrity, voxels, geometry, voxel types) and :func:`write_scan`, the whole
+volume as one slab of the one writer, :class:`monai_lstmagan.io.writer.ScanWriter`.
 
 Every entry point (the training transforms, the start-up scan of ``data.check_volumes``, inference and
 evaluation) goes through this module, so a bad file gets the same error naming the file wherever it
@@ -11,6 +12,7 @@ enters, and the same formats are accepted everywhere:
   ``.mhd`` whose data file is missing or shorter than its header says;
 - :func:`voxel_problem`: NaN/Inf voxels, a constant image;
 - :func:`read_scan`: array + affine (RAS) + voxel type + what is needed to write the volume back;
+- :func:`read_scan_header`: the shape, geometry and voxel type from the header alone (to size the work);
 - :func:`write_scan`: an array with its RAS affine in the format of a scan read (or a plain NIfTI / ITK file);
 - :func:`scan_files`: every file a scan consists of (a ``.mhd`` and the data file its header names), so that
   no output replaces one.
@@ -37,6 +39,7 @@ import numpy as np
 
 from monai_lstmagan.io.geometry import LPS_TO_RAS
 from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
+from monai_lstmagan.io.writer import ScanWriter, to_voxel_type
 
 __all__ = [
     "BadVolumeError",
@@ -47,6 +50,7 @@ __all__ = [
     "voxel_problem",
     "Scan",
     "read_scan",
+    "read_scan_header",
     "to_voxel_type",
     "write_scan",
 ]
@@ -547,6 +551,50 @@ def read_scan(path: str) -> Scan:
     return scan
 
 
+_ITK_COMPONENT_TYPES = {
+    "unsigned_char": np.uint8, "char": np.int8, "unsigned_short": np.uint16, "short": np.int16,
+    "unsigned_int": np.uint32, "int": np.int32, "unsigned_long": np.uint64, "long": np.int64,
+    "unsigned_long_long": np.uint64, "long_long": np.int64, "float": np.float32, "double": np.float64,
+}  # fmt: skip
+
+
+def read_scan_header(path: str) -> Scan:
+    """What the header of a volume says, without reading its voxels: a :class:`Scan` whose ``array`` is a voxel-less
+    placeholder of the volume's shape (``np.broadcast_to``), with its affine and voxel type, to size the work on it.
+
+    A 4D NIfTI gives the shape of its first volume (as :func:`read_scan`).
+
+    Raises:
+        ValueError: naming the file when its header cannot be read (:func:`check_file` without inflating).
+    """
+    try:
+        check_file(path, inflate=False)
+        if volume_suffix(path) in NIFTI_SUFFIXES:
+            header = _nifti_header(path)
+            shape = tuple(int(v) for v in header.get_data_shape()[:3])
+            shape += (1,) * (3 - len(shape))
+            slope, inter = header.get_slope_inter()
+            scaled = (slope is not None and slope != 1.0) or (inter is not None and inter != 0.0)
+            dtype, affine = np.dtype(header.get_data_dtype()), np.asarray(header.get_best_affine(), float)
+            return Scan(path, np.broadcast_to(np.zeros((), dtype), shape), affine, dtype, header, scaled=scaled)
+        image_io = itk.ImageIOFactory.CreateImageIO(path, itk.CommonEnums.IOFileMode_ReadMode)
+        image_io.SetFileName(path)
+        image_io.ReadImageInformation()
+    except BadVolumeError as e:
+        raise ValueError(f"'{path}' {e}.") from e
+    ndim = image_io.GetNumberOfDimensions()
+    shape = tuple(int(image_io.GetDimensions(i)) for i in range(min(ndim, 3))) + (1,) * max(0, 3 - ndim)
+    component = image_io.GetComponentTypeAsString(image_io.GetComponentType())
+    dtype = np.dtype(_ITK_COMPONENT_TYPES.get(component, np.float64))
+    affine_lps = np.eye(4)
+    for axis in range(min(ndim, 3)):
+        direction = np.array(image_io.GetDirection(axis), float)[:3]
+        affine_lps[: len(direction), axis] = direction * image_io.GetSpacing(axis)
+        affine_lps[axis, 3] = image_io.GetOrigin(axis)
+    array = np.broadcast_to(np.zeros((), dtype), shape)
+    return Scan(path, array, LPS_TO_RAS @ affine_lps, dtype, None, _itk_compressed(path))
+
+
 def _read_checked_scan(path: str) -> Scan:
     """:func:`read_scan` after :func:`check_file`; reader failures raise :class:`BadVolumeError`."""
     try:
@@ -627,58 +675,24 @@ def scan_files(path: str) -> set[str]:
     return files
 
 
-def to_voxel_type(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """``values`` stored as ``dtype``: integer types are rounded and clipped to their range."""
-    dtype = np.dtype(dtype)
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return np.clip(np.rint(values), info.min, info.max).astype(dtype)
-    return values.astype(dtype)
-
-
 def write_scan(
     array: np.ndarray, affine: np.ndarray, path: str, dtype: np.dtype | None = None, like: Scan | None = None
 ) -> None:
-    """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix.
+    """Write ``array`` (file index order) with its RAS ``affine`` to ``path``, the format chosen by the suffix: the
+    whole volume as one slab of :class:`~monai_lstmagan.io.writer.ScanWriter`.
 
-    Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files` (nibabel and ITK pick
-    the format from the final name).
+    Callers write into a temporary folder of :func:`monai_lstmagan.io.atomic.atomic_files`.
 
     Args:
         array: ``[I, J, K]`` voxel values in output units.
         affine: 4x4 voxel-to-world matrix in RAS.
-        path: the file to write (``.nii``/``.nii.gz`` with nibabel, ``.mhd``/``.mha``/``.nrrd`` with ITK).
+        path: the file to write (``.nii``/``.nii.gz``, ``.mhd``/``.mha``, ``.nrrd``/``.nhdr``).
         dtype: the stored voxel type (None: ``array``'s). A float ``array`` with an integer ``dtype`` and a NIfTI
             ``like`` (a scaled input) is stored with a scaling chosen by nibabel.
         like: the scan read from the input, whose header (NIfTI: codes, units, description) and compression
-            (ITK formats) the output keeps; None: a plain header.
+            (the other formats) the output keeps; None: a plain header.
     """
+    array = np.asarray(array)
     dtype = np.dtype(array.dtype if dtype is None else dtype)
-    if volume_suffix(path) in NIFTI_SUFFIXES:
-        if like is not None and like.header is not None:
-            header = like.header.copy()
-            header.set_data_dtype(dtype)
-            header.set_slope_inter(np.nan, np.nan)  # nibabel picks a scaling for float data stored as integers
-            image = nib.Nifti1Image(array, affine, header=header)
-            sform_code, qform_code = int(like.header["sform_code"]), int(like.header["qform_code"])
-            if sform_code or qform_code:
-                image.set_sform(affine, code=sform_code)
-                image.set_qform(affine, code=qform_code)
-        else:
-            image = nib.Nifti1Image(to_voxel_type(array, dtype), affine)
-        nib.save(image, path)
-        return
-    source = like.path if like is not None else path
-    try:
-        image = itk.image_from_array(np.ascontiguousarray(to_voxel_type(array, dtype).transpose(2, 1, 0)))
-    except Exception as e:  # ITK's Python wrapping covers a subset of voxel types
-        raise ValueError(
-            f"'{source}': ITK cannot write voxel type {dtype} ({type(e).__name__}); choose another output "
-            "dtype (e.g. --output-dtype int16 or float32)."
-        ) from e
-    affine_lps = LPS_TO_RAS @ affine
-    spacing = np.linalg.norm(affine_lps[:3, :3], axis=0)
-    image.SetSpacing(spacing.tolist())
-    image.SetOrigin(affine_lps[:3, 3].tolist())
-    image.SetDirection(itk.matrix_from_array(np.ascontiguousarray(affine_lps[:3, :3] / spacing)))
-    itk.imwrite(image, path, compression=like.compressed if like is not None else False)
+    with ScanWriter(path, array.shape, affine, dtype, like=like, values_dtype=array.dtype) as writer:
+        writer.write(array, 0)
