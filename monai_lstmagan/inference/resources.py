@@ -8,7 +8,8 @@ grid of the operation and the voxel types:
   (:data:`BYTES_PER_CHUNK_VOXEL` each; in-plane SR: ``batch_size`` slices, the output is streamed to disk; an
   operation that yields its whole output at once holds all of it) and the model's activations and whole-volume
   arrays (:meth:`~monai_lstmagan.inference.files.VolumeOperation.model_bytes`), against the memory
-  available: ``MemAvailable`` of ``/proc/meminfo`` or, when lower, what the cgroup (container) limit leaves;
+  available: ``MemAvailable`` of ``/proc/meminfo`` or, when lower, what a cgroup (container) limit of the process
+  leaves (:func:`monai_lstmagan.system.available_memory`);
 - **disk** (the sum over the run's outputs): each output's voxels in its stored type (the uncompressed size: a
   safe bound for ``.nii.gz`` / ``.zraw``), plus a spool of the whole output in its in-memory type where the
   writer needs one (:func:`~monai_lstmagan.io.writer.spool_needed`), against the free space of the output folder.
@@ -20,8 +21,6 @@ from __future__ import annotations
 
 import errno
 import math
-import os
-import shutil
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -32,19 +31,12 @@ from monai_lstmagan.io.geometry import SlabPlacement
 from monai_lstmagan.io.paths import output_path_for
 from monai_lstmagan.io.scans import read_scan_header
 from monai_lstmagan.io.writer import spool_needed
+from monai_lstmagan.system import available_memory, format_bytes, free_disk
 
 if TYPE_CHECKING:  # files imports this module
     from monai_lstmagan.inference.files import VolumeOperation
 
-__all__ = [
-    "BYTES_PER_INPUT_VOXEL",
-    "BYTES_PER_CHUNK_VOXEL",
-    "available_memory",
-    "free_disk",
-    "format_bytes",
-    "volume_needs",
-    "check_resources",
-]
+__all__ = ["BYTES_PER_INPUT_VOXEL", "BYTES_PER_CHUNK_VOXEL", "volume_needs", "check_resources"]
 
 BYTES_PER_INPUT_VOXEL = 12
 """Per input voxel, besides the input itself: the float32 work copy, the normalised float32 copy and one float32
@@ -52,67 +44,6 @@ temporary of the normalisation."""
 BYTES_PER_CHUNK_VOXEL = 48
 """Per output voxel of a chunk in flight: the model output, the baseline and the masks (float32), the values in
 float64 and the stored voxels with their copy in the file's axis order."""
-_CGROUP_V2 = "/sys/fs/cgroup"
-_CGROUP_V1 = "/sys/fs/cgroup/memory"
-
-
-def _read_number(path: str) -> int | None:
-    try:
-        with open(path) as f:
-            text = f.read().strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None
-
-
-def _stat_value(path: str, key: str) -> int:
-    try:
-        with open(path) as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 2 and fields[0] == key:
-                    return int(fields[1])
-    except (OSError, ValueError):
-        pass
-    return 0
-
-
-def _cgroup_available() -> int | None:
-    """What the cgroup memory limit leaves (limit - usage + reclaimable page cache), or None without a limit."""
-    for limit_file, usage_file, stat_key, folder in (
-        ("memory.max", "memory.current", "inactive_file", _CGROUP_V2),
-        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file", _CGROUP_V1),
-    ):
-        limit = _read_number(os.path.join(folder, limit_file))
-        usage = _read_number(os.path.join(folder, usage_file))
-        if limit is None or usage is None or limit >= 1 << 60:  # "max" or the v1 "no limit" value
-            continue
-        return max(0, limit - usage + _stat_value(os.path.join(folder, "memory.stat"), stat_key))
-    return None
-
-
-def available_memory() -> tuple[int, str]:
-    """``(bytes, where the number comes from)``: ``MemAvailable`` or, when lower, what the cgroup limit leaves."""
-    meminfo = _stat_value("/proc/meminfo", "MemAvailable:") * 1024 or None
-    cgroup = _cgroup_available()
-    if cgroup is not None and (meminfo is None or cgroup < meminfo):
-        return cgroup, "left by the cgroup memory limit"
-    if meminfo is None:
-        return 1 << 62, "unknown (no /proc/meminfo)"
-    return meminfo, "MemAvailable"
-
-
-def free_disk(folder: str) -> int:
-    """Free bytes of the file system of ``folder`` (for this user)."""
-    return shutil.disk_usage(folder).free
-
-
-def format_bytes(count: float) -> str:
-    """``1.6 GB``-style size (decimal units, as ``df -H``)."""
-    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
-        if count >= size:
-            return f"{count / size:.1f} {unit}"
-    return f"{int(count)} B"
 
 
 def volume_needs(
