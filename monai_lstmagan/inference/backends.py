@@ -29,11 +29,11 @@ from monai_lstmagan.networks.generator import LSTMAGANGenerator
 
 __all__ = ["STRIP_HALO", "STRIP_OUTPUT_PIXELS", "uses_channels_last", "slice_forward", "strip_forward"]
 
+#: Low-resolution rows added on each side of a strip: the upsampler and tail see 3 at most (x2: 3x3 conv + 9x9 tail
+#: at 2x; x4: 3x3 + 3x3 at 2x + 9x9 at 4x), so the strip's kept rows are those of the whole slice.
 STRIP_HALO = 4
-"""Low-resolution rows added on each side of a strip: the upsampler and tail see 3 at most (x2: 3x3 conv + 9x9 tail
-at 2x; x4: 3x3 + 3x3 at 2x + 9x9 at 4x), so the strip's kept rows are those of the whole slice."""
+#: Output pixels per strip of the upsampler (a 2048-wide x4 slice: 512 output rows, about 0.3 GB of activations).
 STRIP_OUTPUT_PIXELS = 1 << 20
-"""Output pixels per strip of the upsampler (a 2048-wide x4 slice: 512 output rows, about 0.3 GB of activations)."""
 
 
 def uses_channels_last(device: torch.device) -> bool:

@@ -31,10 +31,10 @@ from monai_lstmagan.io.paths import check_output_dir
 from monai_lstmagan.io.scans import Scan
 from monai_lstmagan.transforms.ops import bicubic_upsample
 
+#: Activation memory of the shipped generators per input and per output pixel of a slice (channels_last): the peak
+#: RSS increase of one forward (``docs/benchmark_inference.md``: about 600 and 270 bytes), with a margin.
 NETWORK_BYTES_PER_INPUT_PIXEL = 1200
 NETWORK_BYTES_PER_OUTPUT_PIXEL = 300
-"""Activation memory of the shipped generators per input and per output pixel of a slice (channels_last): the peak
-RSS increase of one forward (``docs/benchmark_inference.md``: about 600 and 270 bytes), with a margin."""
 
 __all__ = ["iter_super_resolved_slices", "super_resolve_volume", "InPlaneSR", "load_in_plane_model", "run_inference"]
 

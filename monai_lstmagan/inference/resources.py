@@ -38,12 +38,12 @@ if TYPE_CHECKING:  # files imports this module
 
 __all__ = ["BYTES_PER_INPUT_VOXEL", "BYTES_PER_CHUNK_VOXEL", "volume_needs", "check_resources"]
 
+#: Per input voxel, besides the input itself: the float32 work copy, the normalised float32 copy and one float32
+#: temporary of the normalisation.
 BYTES_PER_INPUT_VOXEL = 12
-"""Per input voxel, besides the input itself: the float32 work copy, the normalised float32 copy and one float32
-temporary of the normalisation."""
+#: Per output voxel of a chunk in flight: the model output, the baseline and the masks (float32), the values in
+#: float64 and the stored voxels with their copy in the file's axis order.
 BYTES_PER_CHUNK_VOXEL = 48
-"""Per output voxel of a chunk in flight: the model output, the baseline and the masks (float32), the values in
-float64 and the stored voxels with their copy in the file's axis order."""
 
 
 def volume_needs(

@@ -249,8 +249,8 @@ def super_resolve_slice_axis(
     return out / 2.0
 
 
+#: Refined slices converted to the file's voxel type and written at a time.
 THROUGH_PLANE_CHUNK_SLICES = 16
-"""Refined slices converted to the file's voxel type and written at a time."""
 
 
 class ThroughPlaneSR(VolumeOperation):

@@ -44,8 +44,8 @@ if TYPE_CHECKING:  # the reader's Scan; no import at run time (scans imports thi
 
 __all__ = ["to_voxel_type", "ScanWriter", "STREAMED_SUFFIXES", "spool_needed"]
 
+#: Output formats written slab by slab (``.nhdr``: by ITK from the whole volume).
 STREAMED_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
-"""Output formats written slab by slab (``.nhdr``: by ITK from the whole volume)."""
 
 _MET_TYPES = {
     "int8": "MET_CHAR", "uint8": "MET_UCHAR", "int16": "MET_SHORT", "uint16": "MET_USHORT", "int32": "MET_INT",
