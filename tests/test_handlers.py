@@ -20,7 +20,6 @@ from monai_lstmagan.handlers import (
     GeneratorCheckpoint,
     GeneratorEMA,
     NonFiniteLossGuard,
-    slice_pairs,
 )
 from monai_lstmagan.losses import HybridLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
@@ -162,9 +161,3 @@ def test_checkpoint_saver_atomicity(tmp_path, monkeypatch, saver_class):
         assert torch.load(tmp_path / left[0], weights_only=True)["trainer"]["iteration"] == 1
     else:  # MONAI's own saver leaves the half-written file behind: what AtomicCheckpointSaver fixes
         assert "checkpoint_iteration=2.pt" in left
-
-
-def test_slice_pairs_concatenates_volumes_along_slices():
-    items = [{"pred": torch.rand(3, 1, 4, 4), "label": torch.rand(3, 1, 4, 4)} for _ in range(2)]
-    pred, label = slice_pairs("pred")(items)
-    assert pred.shape == (6, 1, 4, 4) and torch.equal(label[3:], items[1]["label"])

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 from monai.transforms import Compose
 from torch.utils.data import Dataset
@@ -150,9 +151,7 @@ class ValidationChunkDataset(Dataset):
         def chunk(volume: PreparedVolume) -> tuple[torch.Tensor, torch.Tensor]:
             x, y, _ = volume.shape
             (x0, x1), (y0, y1) = centre_crop_bounds(x, self.scale), centre_crop_bounds(y, self.scale)
-            return volume.stack(
-                torch.arange(x0, x1).numpy(), torch.arange(y0, y1).numpy(), torch.arange(z0, z1).numpy()
-            )
+            return volume.stack(np.arange(x0, x1), np.arange(y0, y1), np.arange(z0, z1))
 
         hr, mask = self.volumes.call(v, chunk)
         lr = bicubic_downsample(hr, self.scale).clamp(0.0, 1.0)

@@ -7,8 +7,8 @@
 - :class:`GeneratorCheckpoint`: ``model.pt`` (latest) and ``model_best.pt`` (best validation metric) in the
   generator-only format of :mod:`monai_lstmagan.checkpoints`.
 - :class:`AtomicCheckpointSaver`: MONAI ``CheckpointSaver`` whose files are written atomically.
-- :class:`ForegroundMetrics`: per-volume foreground (and whole-image) PSNR / SSIM of validation outputs,
-  the same numbers as the evaluation workflow (:func:`monai_lstmagan.metrics.volume_metrics`).
+- :class:`StreamingVolumeMetrics`: per-volume foreground and whole-image PSNR / SSIM of validation volumes given
+  in chunks of slices, the same numbers as the evaluation workflow (:mod:`monai_lstmagan.metrics`).
 
 Everything else (stats, TensorBoard, validation, full checkpoints, LR schedules) uses MONAI's handlers.
 """
@@ -17,7 +17,7 @@ from monai_lstmagan.handlers.checkpoint import AtomicCheckpointSaver, GeneratorC
 from monai_lstmagan.handlers.csv_logger import ITERATION_COLUMNS, VALIDATION_COLUMNS, CSVLogger
 from monai_lstmagan.handlers.ema import GeneratorEMA
 from monai_lstmagan.handlers.guard import NonFiniteLossGuard
-from monai_lstmagan.handlers.metrics import ForegroundMetrics, StreamingVolumeMetrics, slice_pairs
+from monai_lstmagan.handlers.metrics import StreamingVolumeMetrics
 
 __all__ = [
     "GeneratorEMA",
@@ -25,9 +25,7 @@ __all__ = [
     "CSVLogger",
     "GeneratorCheckpoint",
     "AtomicCheckpointSaver",
-    "ForegroundMetrics",
     "StreamingVolumeMetrics",
-    "slice_pairs",
     "ITERATION_COLUMNS",
     "VALIDATION_COLUMNS",
 ]
