@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 from monai_lstmagan.inference.in_plane import run_inference
-from monai_lstmagan.inference.options import InferenceOptions
+from monai_lstmagan.inference.options import BACKENDS, InferenceOptions
 from monai_lstmagan.inference.through_plane import (
     DEFAULT_FINE_TUNE_ITERATIONS,
     DEFAULT_FINE_TUNE_SECONDS,
@@ -94,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="slices (--through-plane: planes) per forward pass (default: 8 on CUDA, 1 on CPU)",
     )
     parser.add_argument("--device", default="auto", help="'auto' (CUDA if available), 'cpu', 'cuda', 'cuda:1', ...")
-    parser.add_argument("--amp", action="store_true", help="mixed precision")
+    parser.add_argument("--amp", action="store_true", help="mixed precision (PyTorch backend)")
+    parser.add_argument(
+        "--backend", default="auto", choices=BACKENDS,
+        help="how the generator runs: auto (default: ONNX Runtime on the CPU when the onnx extra is installed, "
+        "else PyTorch), torch, onnxruntime",
+    )  # fmt: skip
     parser.add_argument("--tile", type=int, default=None, help="in-plane tile size in input pixels (huge slices)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--output-dtype", default=None, help="voxel type of the output (default: the input's)")
@@ -168,7 +173,9 @@ def _run(args: argparse.Namespace) -> None:
     if args.through_plane:
         if args.scale is not None or args.tile is not None:
             raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
-        options = InferenceOptions(args.batch_size, args.device, args.amp, progress=not args.no_progress)
+        options = InferenceOptions(
+            args.batch_size, args.device, args.amp, progress=not args.no_progress, backend=args.backend
+        )
         run_through_plane(
             args.model, args.output_dir, args.inputs, args.modality, args.output_dtype, options,
             factor=args.factor, slice_thickness=args.slice_thickness, profile=args.profile,
@@ -189,6 +196,7 @@ def _run(args: argparse.Namespace) -> None:
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         progress=not args.no_progress,
+        backend=args.backend,
     )
 
 

@@ -33,6 +33,22 @@ LUNA16_UIDS = (
 BRATS_CASES = ("00000", "00002", "00003", "00005", "00006", "00008")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_graph_cache(tmp_path_factory) -> Path:
+    """The ONNX Runtime backend's graph cache of the whole test session: a temporary folder, not the home folder.
+
+    Set in the environment, so the subprocesses of the tests (bundle runs, the CLI) use it too.
+    """
+    folder = tmp_path_factory.mktemp("onnx_cache")
+    previous = os.environ.get("MONAI_LSTMAGAN_CACHE")
+    os.environ["MONAI_LSTMAGAN_CACHE"] = str(folder)
+    yield folder
+    if previous is None:
+        os.environ.pop("MONAI_LSTMAGAN_CACHE", None)
+    else:
+        os.environ["MONAI_LSTMAGAN_CACHE"] = previous
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """Two small CT volumes (``ct0``, ``ct1``): one for training, one for validation, in bundle runs."""

@@ -296,3 +296,35 @@ def test_generator_flops_scale_with_input_area():
     assert count_flops(generator, (1, 1, 8, 16)) == 2 * count_flops(generator, (1, 1, 8, 8))
     table = generator_complexity_table(configs=[("tiny", TINY_G)], scales=(2,), input_size=8)
     assert "| tiny | x2 |" in table
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+@pytest.mark.parametrize("tail_kernel", [9, 3])
+def test_folded_upsampler_is_the_upsampler_and_tail(scale, tail_kernel):
+    from monai_lstmagan.networks.folding import FoldedUpsampler, upsampler_and_tail
+
+    generator = LSTMAGANGenerator(scale=scale, num_blocks=1, channels=8, growth=4, dense_layers=2).eval()
+    if tail_kernel != 9:
+        generator.tail = torch.nn.Conv2d(8, 1, tail_kernel, padding=tail_kernel // 2)
+    torch.nn.init.normal_(generator.tail.weight, std=0.1)
+    torch.nn.init.normal_(generator.upsample[-1].weight, mean=0.25, std=0.1)  # a PReLU slope per channel
+    folded = upsampler_and_tail(generator)
+    assert isinstance(folded, FoldedUpsampler)
+    features = torch.randn(2, 8, 13, 11)
+    with torch.no_grad():
+        expected = generator.tail(generator.upsample(features))
+        out = folded(features)
+    assert out.shape == expected.shape == (2, 1, 13 * scale, 11 * scale)
+    assert float((out - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+
+
+def test_a_scale_one_refiner_is_not_folded():
+    from monai_lstmagan.networks.folding import FoldedUpsampler, upsampler_and_tail
+
+    refiner = LSTMAGANGenerator(scale=1, num_blocks=1, channels=8, growth=4, dense_layers=2).eval()
+    torch.nn.init.normal_(refiner.tail.weight, std=0.1)
+    tail = upsampler_and_tail(refiner)
+    assert not isinstance(tail, FoldedUpsampler)
+    features = torch.randn(1, 8, 10, 9)
+    with torch.no_grad():
+        assert torch.equal(tail(features), refiner.tail(features))

@@ -5,15 +5,17 @@ in-memory path, on synthetic CT-like and MR-like volumes.
 [--json OUT.json]`` writes the volumes (``.nii.gz``, int16) into a temporary folder, then runs, alternated in one
 process, for each volume and scale:
 
-- **new**: :func:`~monai_lstmagan.inference.files.super_resolve_file` as ``lstmagan-sr`` runs it (channels_last,
-  the upsampler in strips, the output streamed slab by slab);
-- **old**: :func:`reference_super_resolve_file`, today's path before the change kept here for the side-by-side
-  run: the eager generator in NCHW, the whole output assembled in memory, then written.
+- **torch** and **onnxruntime** (when the ``onnx`` extra is installed):
+  :func:`~monai_lstmagan.inference.files.super_resolve_file` as ``lstmagan-sr --backend ...`` runs it (the upsampler
+  in strips, the output streamed slab by slab; PyTorch in channels_last, or the cached ONNX graphs);
+- **old**: :func:`reference_super_resolve_file`, the path before the change kept here for the side-by-side run:
+  the eager generator in NCHW, the whole output assembled in memory, then written.
 
 For each it reports the seconds, the peak RSS (:class:`~monai_lstmagan.bench.memory.PeakMemoryTracker`), the
 seconds spent in the generator (the share of time in the network) and the achieved GFLOP/s of the generator
 (:func:`~monai_lstmagan.bench.complexity.count_flops` per slice) against a 2048^3 matmul's GFLOP/s on the same
-CPU (:func:`~monai_lstmagan.bench.timing.matmul_gflops`), and the ratio old / new of the seconds.
+CPU (:func:`~monai_lstmagan.bench.timing.matmul_gflops`), the ratio old / this of the seconds, and the largest
+voxel difference of each output from the old path's.
 
 ``python -m monai_lstmagan.bench.end_to_end --write-ct 512 512 200 PATH`` only writes a synthetic CT (for a
 ``/usr/bin/time -v lstmagan-sr`` run).
@@ -37,9 +39,10 @@ from monai.data import MetaTensor
 from monai_lstmagan.bench.complexity import count_flops
 from monai_lstmagan.bench.memory import PeakMemoryTracker
 from monai_lstmagan.bench.timing import matmul_gflops
-from monai_lstmagan.inference import backends
+from monai_lstmagan.inference import backends, in_plane
 from monai_lstmagan.inference.files import keep_baseline_outside_window, super_resolve_file
 from monai_lstmagan.inference.in_plane import InPlaneSR, load_in_plane_model
+from monai_lstmagan.inference.onnx_backend import onnxruntime_available
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.atomic import atomic_files
 from monai_lstmagan.io.paths import output_path_for
@@ -55,6 +58,7 @@ __all__ = [
     "NetworkTimer",
     "slice_gflop",
     "write_synthetic",
+    "benchmark_modes",
     "run_end_to_end",
     "main",
 ]
@@ -116,32 +120,40 @@ def write_synthetic(path: str, kind: str, shape: Sequence[int], seed: int = 0) -
 
 
 class NetworkTimer:
-    """Seconds and slices of a generator's forward passes, through hooks on its first module (``head``) and last
-    conv (``tail``, called once per strip by :func:`~monai_lstmagan.inference.backends.strip_forward`): what the
-    network takes out of an end-to-end run, whichever path runs it (the hooks travel with a converted copy)."""
+    """Seconds and slices of the generator's forward passes in an end-to-end run, whichever backend runs it.
 
-    def __init__(self, generator: torch.nn.Module) -> None:
-        self.seconds, self.slices, self.mark = 0.0, 0, 0.0
+    While active (``with NetworkTimer() as timer``), every forward that
+    :func:`~monai_lstmagan.inference.backends.slice_forward` builds for in-plane SR is timed; :meth:`timed` wraps
+    any other forward (the reference path's eager generator).
+    """
 
-        def begin(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            self.mark = time.perf_counter()
-            self.slices += inputs[0].shape[0]
+    def __init__(self) -> None:
+        self.seconds, self.slices = 0.0, 0
+        self._original = None
 
-        def end(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            now = time.perf_counter()
-            self.seconds += now - self.mark
-            self.mark = now
+    def timed(self, forward):
+        """``forward`` (``[N, 1, h, w] -> [N, 1, H, W]``) with its seconds and slices added to this timer."""
 
-        # functions, not bound methods: a deep copy of the model (channels_last) keeps calling these
-        self._handles = [generator.head.register_forward_pre_hook(begin), generator.tail.register_forward_hook(end)]
+        def run(x: torch.Tensor) -> torch.Tensor:
+            start = time.perf_counter()
+            out = forward(x)
+            self.seconds += time.perf_counter() - start
+            self.slices += x.shape[0]
+            return out
 
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
+        return run
+
+    def __enter__(self) -> NetworkTimer:
+        self._original = in_plane.slice_forward
+        in_plane.slice_forward = lambda *args, **kwargs: self.timed(self._original(*args, **kwargs))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        in_plane.slice_forward = self._original
 
 
 def reference_super_resolve_file(
-    operation: InPlaneSR, input_path: str, output_dir: str, options: InferenceOptions
+    operation: InPlaneSR, input_path: str, output_dir: str, options: InferenceOptions, timer: NetworkTimer | None = None
 ) -> str:
     """Today's in-plane path before streaming (kept for the side-by-side run): the eager generator (NCHW, whole
     slices), the whole output assembled in memory in the input's voxel type, then written at once."""
@@ -156,8 +168,9 @@ def reference_super_resolve_file(
     for start in range(0, work.shape[2], options.slices_per_forward):
         stop = min(start + options.slices_per_forward, work.shape[2])
         lr = volume[0, :, :, start:stop].permute(2, 0, 1).unsqueeze(1).float()
+        generator = operation.generator.eval() if timer is None else timer.timed(operation.generator.eval())
         with torch.inference_mode():
-            sr = operation.generator.eval()(lr).clamp(0.0, 1.0)[:, 0].permute(1, 2, 0).numpy()
+            sr = generator(lr).clamp(0.0, 1.0)[:, 0].permute(1, 2, 0).numpy()
         slices = torch.from_numpy(np.ascontiguousarray(work[:, :, start:stop].transpose(2, 0, 1)))[:, None]
         baseline = bicubic_upsample(slices, operation.scale)[:, 0].permute(1, 2, 0).numpy()
         values = low + sr.astype(np.float64) * (high - low)
@@ -172,18 +185,15 @@ def reference_super_resolve_file(
 def _run(
     mode: str, operation: InPlaneSR, path: str, output_dir: str, options: InferenceOptions
 ) -> tuple[dict[str, Any], str]:
-    """One end-to-end run of ``mode`` (``"new"`` / ``"old"``): seconds, peak RSS, seconds in the network."""
-    timer = NetworkTimer(operation.generator)
+    """One end-to-end run of ``mode`` (``"old"`` or a backend): seconds, peak RSS, seconds in the network."""
     tracker = PeakMemoryTracker()
     tracker.start()
     start = time.perf_counter()
-    try:
+    with NetworkTimer() as timer:
         if mode == "old":
-            written = reference_super_resolve_file(operation, path, output_dir, options)
+            written = reference_super_resolve_file(operation, path, output_dir, options, timer)
         else:
-            written = super_resolve_file(operation, path, output_dir, "auto", None, options)
-    finally:
-        timer.remove()
+            written = super_resolve_file(operation, path, output_dir, "auto", None, options.with_(backend=mode))
     seconds = time.perf_counter() - start
     memory = tracker.stop()
     return {"seconds": seconds, "network_seconds": timer.seconds, "slices": timer.slices, **memory}, written
@@ -194,13 +204,19 @@ def slice_gflop(generator: torch.nn.Module, shape: Sequence[int]) -> float:
     return count_flops(generator, (1, 1, *shape)) / 1e9
 
 
+def benchmark_modes() -> tuple[str, ...]:
+    """What is measured: ``"old"`` (today's path before the change) and each backend installed."""
+    return ("old", "torch", "onnxruntime") if onnxruntime_available() else ("old", "torch")
+
+
 def run_end_to_end(
     volumes: dict[str, tuple[int, int, int]], scales: Sequence[int], repeats: int = 1, batch_size: int | None = None
 ) -> dict[str, Any]:
-    """Measure new and old alternated on each synthetic volume and scale (see the module docstring)."""
+    """Measure the old path and every backend, alternated, on each synthetic volume and scale (module docstring)."""
     torch.manual_seed(0)
     options = InferenceOptions(batch_size=batch_size, device="cpu")
     ceiling = matmul_gflops(torch.device("cpu"))
+    modes = benchmark_modes()
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for kind, shape in volumes.items():
@@ -209,28 +225,30 @@ def run_end_to_end(
                 operation = InPlaneSR(load_in_plane_model(pretrained_model_path(scale), scale))
                 gflop = slice_gflop(operation.generator, shape[:2])
                 warmup = write_synthetic(os.path.join(folder, "warmup.nii.gz"), kind, (*shape[:2], 2))
-                for mode in ("old", "new"):  # first calls (oneDNN kernels, allocator) are not timed
+                for mode in modes:  # first calls (oneDNN kernels, allocator, the ONNX export) are not timed
                     os.makedirs(os.path.join(folder, mode), exist_ok=True)
                     os.remove(_run(mode, operation, warmup, os.path.join(folder, mode), options)[1])
-                runs: dict[str, list[dict[str, Any]]] = {"new": [], "old": []}
+                runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
                 outputs = {}
                 for _ in range(repeats):
-                    for mode in ("old", "new"):
+                    for mode in modes:
                         out_dir = os.path.join(folder, mode)
-                        os.makedirs(out_dir, exist_ok=True)
                         result, outputs[mode] = _run(mode, operation, path, out_dir, options)
                         result["gflops"] = gflop * result["slices"] / result["network_seconds"]
                         runs[mode].append(result)
-                new, old = read_scan(outputs["new"]).array, read_scan(outputs["old"]).array
-                difference = int(np.abs(new.astype(np.int32) - old.astype(np.int32)).max())
+                old = read_scan(outputs["old"]).array.astype(np.int32)
                 best = {mode: min(r["seconds"] for r in results) for mode, results in runs.items()}
                 rows.append({
                     "volume": kind, "shape": list(shape), "scale": scale, "gflop_per_slice": gflop, "runs": runs,
-                    "ratio_old_over_new": best["old"] / best["new"], "max_abs_voxel_difference": difference,
+                    "ratio_old_over": {mode: best["old"] / best[mode] for mode in modes if mode != "old"},
+                    "max_abs_voxel_difference": {
+                        mode: int(np.abs(read_scan(outputs[mode]).array.astype(np.int32) - old).max())
+                        for mode in modes if mode != "old"
+                    },
                 })  # fmt: skip
-                for mode in ("old", "new"):
+                for mode in modes:
                     os.remove(outputs[mode])
-    return {"matmul_gflops": ceiling, "threads": torch.get_num_threads(), "rows": rows}
+    return {"matmul_gflops": ceiling, "threads": torch.get_num_threads(), "modes": list(modes), "rows": rows}
 
 
 def forward_profile(
@@ -275,19 +293,22 @@ def _table(report: dict[str, Any]) -> str:
     lines = [
         f"GEMM ceiling (2048^3 matmul): {report['matmul_gflops']:.1f} GFLOP/s, {report['threads']} threads",
         "",
-        "| volume | scale | path | s/volume | peak RSS MiB | network share | GFLOP/s (% of GEMM) | old/new |",
+        "| volume | scale | path | s/volume | peak RSS MiB | network share | GFLOP/s (% of GEMM) | old / this "
+        "(max voxel diff) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
-        for mode in ("old", "new"):
+        for mode in report["modes"]:
             runs = row["runs"][mode]
             best = min(runs, key=lambda r: r["seconds"])
+            ratio = "" if mode == "old" else (
+                f"{row['ratio_old_over'][mode]:.2f} ({row['max_abs_voxel_difference'][mode]})"
+            )  # fmt: skip
             lines.append(
                 f"| {row['volume']} {'x'.join(map(str, row['shape']))} | x{row['scale']} | {mode} | "
                 f"{best['seconds']:.1f} | {max(r['peak_rss_mib'] for r in runs):.0f} | "
                 f"{100 * best['network_seconds'] / best['seconds']:.1f} % | {best['gflops']:.1f} "
-                f"({100 * best['gflops'] / report['matmul_gflops']:.1f} %) | "
-                f"{row['ratio_old_over_new']:.2f} (max voxel diff {row['max_abs_voxel_difference']}) |"
+                f"({100 * best['gflops'] / report['matmul_gflops']:.1f} %) | {ratio} |"
             )
     return "\n".join(lines)
 
@@ -297,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--ct", type=int, nargs=3, default=[512, 512, 160], help="CT-like volume shape")
     parser.add_argument("--mr", type=int, nargs=3, default=[256, 256, 150], help="MR-like volume shape")
     parser.add_argument("--scales", type=int, nargs="+", default=[2, 4])
-    parser.add_argument("--repeats", type=int, default=1, help="alternated old/new runs per case")
+    parser.add_argument("--repeats", type=int, default=1, help="alternated runs of every path per case")
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--json", default=None, help="also write the numbers as JSON")
     parser.add_argument("--write-ct", nargs=4, metavar=("X", "Y", "Z", "PATH"), help="only write a synthetic CT")

@@ -58,7 +58,7 @@ def iter_super_resolved_slices(
     """Stream the axial slices of a volume through the generator, ``options.batch_size`` slices at a time.
 
     Only one batch of slices (and, with ``tile``, its tiles) is on the device at any time. The generator runs
-    through :func:`~monai_lstmagan.inference.backends.slice_forward` (channels_last on the CPU, the upsampler in
+    through :func:`~monai_lstmagan.inference.backends.slice_forward` (ONNX Runtime or channels_last on the CPU, the upsampler in
     strips): the same output, faster and in bounded memory.
 
     Args:
@@ -180,6 +180,7 @@ def run_inference(
     tile_overlap: float = 0.25,
     progress: bool = True,
     expected_scale: int | None = None,
+    backend: str = "auto",
 ) -> list[str]:
     """Super-resolve files and/or every volume of a folder with a generator checkpoint (in-plane).
 
@@ -192,13 +193,13 @@ def run_inference(
         inputs: volume files or folders; when given, ``dataset_dir`` is ignored.
         dataset_dir: folder searched with ``data.find_volumes`` (LUNA16, BraTS or any-folder layout).
         modality, output_dtype: see :func:`monai_lstmagan.inference.files.super_resolve_file`.
-        batch_size, device, amp, tile, tile_overlap, progress: the fields of :class:`InferenceOptions`.
+        batch_size, device, amp, tile, tile_overlap, progress, backend: the fields of :class:`InferenceOptions`.
         expected_scale: when given, the checkpoint's scale must equal it (clear error otherwise).
 
     Returns:
         the paths written, in input order.
     """
-    options = InferenceOptions(batch_size, device, amp, tile, tile_overlap, progress)
+    options = InferenceOptions(batch_size, device, amp, tile, tile_overlap, progress, backend)
     check_output_dir(output_dir)  # before the model is loaded: a bad folder is the first thing said
     if inputs is None or inputs == "" or (not isinstance(inputs, str) and len(inputs) == 0):
         if not dataset_dir:

@@ -6,7 +6,11 @@ from dataclasses import dataclass, replace
 
 import torch
 
-__all__ = ["InferenceOptions", "resolve_device", "default_batch_size"]
+__all__ = ["BACKENDS", "InferenceOptions", "resolve_device", "default_batch_size"]
+
+#: How the generator runs (:func:`monai_lstmagan.inference.backends.resolve_backend`): ``auto`` = ONNX Runtime on
+#: the CPU when installed and the model is an LSTMAGAN generator, else PyTorch.
+BACKENDS = ("auto", "torch", "onnxruntime")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -36,6 +40,8 @@ class InferenceOptions:
             weights (MONAI ``SlidingWindowInferer``) instead of whole slices, for very large slices.
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile.
         progress: show progress bars.
+        backend: ``"auto"`` (ONNX Runtime on the CPU when installed, else PyTorch), ``"torch"`` or
+            ``"onnxruntime"`` (:func:`monai_lstmagan.inference.backends.resolve_backend`).
     """
 
     batch_size: int | None = None
@@ -44,8 +50,11 @@ class InferenceOptions:
     tile: int | None = None
     tile_overlap: float = 0.25
     progress: bool = False
+    backend: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}.")
         if self.batch_size is not None and self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}.")
         if self.tile is not None and (self.tile < 1 or not 0.0 <= self.tile_overlap < 1.0):

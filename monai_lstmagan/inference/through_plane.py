@@ -232,7 +232,8 @@ def super_resolve_slice_axis(
         raise ValueError(f"expected a volume [X, Y, Z], got shape {tuple(volume.shape)}.")
     options = options or InferenceOptions()
     device, batch_size = options.torch_device, options.slices_per_forward
-    forward = slice_forward(generator, options)  # channels_last on the CPU: the same output, faster
+    # the fast path (ONNX Runtime or channels_last); a refiner fine-tuned on this scan keeps no graph in the cache
+    forward = slice_forward(generator, options, cache_graphs=False)
     interpolated = interpolate_axis(volume.float().cpu(), -1, num_slices, "cubic").clamp(0.0, 1.0)  # [X, Y, Z']
     out = torch.zeros_like(interpolated)
     for fixed in (0, 1):

@@ -158,8 +158,11 @@ class LSTMAGANGenerator(SliceSRGenerator):
         self.tail = nn.Conv2d(channels, 1, 9, padding=4)
         self.zero_tail(self.tail)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """``[N, 1, h, w] -> [N, channels, h, w]``: head and dense blocks, the input of the upsampler."""
+        features = self.head(x)
+        return features + self.body_tail(self.body(features))
+
     def super_resolve_slices(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, 1, h*scale, w*scale]``."""
-        features = self.head(x)
-        features = features + self.body_tail(self.body(features))
-        return self.add_residual(self.tail(self.upsample(features)), x)
+        return self.add_residual(self.tail(self.upsample(self.features(x))), x)
