@@ -36,6 +36,10 @@ class InferenceOptions:
             weights (MONAI ``SlidingWindowInferer``) instead of whole slices, for very large slices.
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile.
         progress: show progress bars.
+        output_format: the format of the outputs, one of :data:`monai_lstmagan.io.paths.OUTPUT_FORMATS`
+            (``".nii.gz"``, ..., ``"dicom"``: a DICOM series folder, from a DICOM input only); None: each input's.
+        series: a DICOM input holding several series: the SeriesInstanceUID to read, ``"all"`` for each of them;
+            None refuses such an input, listing its series.
     """
 
     batch_size: int | None = None
@@ -44,6 +48,8 @@ class InferenceOptions:
     tile: int | None = None
     tile_overlap: float = 0.25
     progress: bool = False
+    output_format: str | None = None
+    series: str | None = None
 
     def __post_init__(self) -> None:
         if self.batch_size is not None and self.batch_size < 1:
@@ -52,6 +58,13 @@ class InferenceOptions:
             raise ValueError(
                 f"tile must be >= 1 and tile_overlap in [0, 1), got tile={self.tile}, tile_overlap={self.tile_overlap}."
             )
+        if self.output_format is not None:
+            from monai_lstmagan.io.paths import OUTPUT_FORMATS
+
+            if self.output_format not in OUTPUT_FORMATS:
+                raise ValueError(
+                    f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}."
+                )
 
     @property
     def torch_device(self) -> torch.device:
