@@ -18,6 +18,8 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from monai_lstmagan.checkpoints import save_generator
 from monai_lstmagan.cli import main
+from monai_lstmagan.data.cache import build_disk_entry
+from monai_lstmagan.data.checks import check_volumes
 from monai_lstmagan.data.discovery import find_volumes
 from monai_lstmagan.io.dicom import expand_series, open_series
 from monai_lstmagan.io.geometry import LPS_TO_RAS
@@ -210,6 +212,20 @@ def test_series_read_as_the_source_scan_and_as_itk_reads_it(tmp_path, ct, varian
     np.testing.assert_allclose(itk_affine, scan.affine, atol=1e-5)
 
 
+def test_dicomdir_is_read_through_its_records(tmp_path, ct):
+    from pydicom.fileset import FileSet
+
+    array, affine = ct
+    folder = write_series(tmp_path / "series", array, affine)
+    fileset = FileSet()
+    for name in os.listdir(folder):
+        fileset.add(os.path.join(folder, name))
+    fileset.write(tmp_path / "media")  # its own folder tree, file names that say nothing of the order
+    scan = read_scan(str(tmp_path / "media" / "DICOMDIR"))
+    np.testing.assert_array_equal(scan.array, array)
+    np.testing.assert_allclose(scan.affine, affine, atol=1e-5)
+
+
 def test_multiframe_and_training_path_read_the_same(tmp_path, mr):
     array, affine = mr
     path = write_multiframe(tmp_path / "mr.dcm", array, affine, slope=0.25, intercept=-10.0)
@@ -280,6 +296,12 @@ def test_two_series_in_one_folder_are_listed_picked_or_each_and_found_for_traini
     items = find_volumes(tmp_path / "data")  # auto: the dicom layout, each series a volume of patient P001
     assert sorted(i["image"] for i in items) == sorted([f"{folder}#{one}", f"{folder}#{two}"])
     assert {i["patient"] for i in items} == {"P001"} and {i["modality"] for i in items} == {"ct"}
+    write_series(tmp_path / "data" / "gap", array, affine, skip=2)  # the start-up check reports it, names it
+    items = find_volumes(tmp_path / "data")
+    good = check_volumes(items, skip_bad_files=True)
+    assert len(items) == 3 and sorted(i["image"] for i in good) == sorted([f"{folder}#{one}", f"{folder}#{two}"])
+    volume = build_disk_entry(good[0], str(tmp_path / "cache"))  # the preparation cache, through LoadVolumed
+    assert tuple(volume.shape) in {(48, 40, 6), (48, 40, 4), (6, 48, 40), (4, 48, 40)}
 
 
 # --------------------------------------------------------------------------------------------- end to end
@@ -357,6 +379,16 @@ def test_refusals_through_the_command_line(tmp_path, ct, mr, tiny_model, capsys)
     assert main([folder, "-o", str(tmp_path / "o"), "--model", tiny_model, "--no-progress"]) == 1
     message = capsys.readouterr().err
     assert folder in message and "uneven slice spacing" in message
+    two = tmp_path / "two"
+    uids = [generate_uid(), generate_uid()]
+    for n, uid in enumerate(uids):
+        for name in os.listdir(write_series(tmp_path / f"s{n}", array[:, :, : 3 + n], affine, series=uid)):
+            os.renames(tmp_path / f"s{n}" / name, two / f"{n}_{name}")
+    assert main([str(two), "-o", str(tmp_path / "o2"), "--model", tiny_model, "--no-progress"]) == 1
+    message = capsys.readouterr().err
+    assert str(two) in message and "holds 2 DICOM series" in message and all(uid in message for uid in uids)
+    _run([str(two)], tmp_path / "o2", tiny_model, "--series", "all")
+    assert sorted(os.listdir(tmp_path / "o2")) == sorted(f"two_{uid}_sr" for uid in uids)
     nifti = str(tmp_path / "a.nii.gz")
     nib.save(nib.Nifti1Image(mr[0], mr[1]), nifti)
     assert main([nifti, "-o", str(tmp_path / "o"), "--model", tiny_model, "--output-format", "dicom"]) == 1

@@ -149,7 +149,7 @@ def find_volumes(
 
     Args:
         dataset_dir: the dataset folder.
-        layout: ``"luna16"``, ``"brats"``, ``"folder"`` or ``"auto"`` (see the module docstring).
+        layout: ``"luna16"``, ``"brats"``, ``"folder"``, ``"dicom"`` or ``"auto"`` (see the module docstring).
         modality: ``"ct"``, ``"mr"`` or ``"auto"`` (decided from the intensities when loading). The
             LUNA16 layout is ``"ct"`` and BraTS ``"mr"`` unless a modality is given here.
         brats_modality: BraTS sequence to use, one of :data:`BRATS_MODALITIES`.

@@ -130,8 +130,11 @@ def _folder_files(folder: str) -> list[str]:
 
 
 def n_is_image(path: str) -> bool:
-    """A DICOM file that is not a DICOMDIR (the name only; content is checked when the header is read)."""
-    return os.path.basename(path).upper() != "DICOMDIR" and is_dicom_file(path)
+    """A DICOM file that is not a DICOMDIR nor a volume file (``.nii.gz``, ...: not opened), by its first bytes."""
+    from monai_lstmagan.io.paths import volume_suffix  # paths imports this module
+
+    name = os.path.basename(path)
+    return name.upper() != "DICOMDIR" and volume_suffix(name) is None and is_dicom_file(path)
 
 
 def is_dicom(path: str | os.PathLike) -> bool:
