@@ -21,7 +21,7 @@ from monai_lstmagan.inference.through_plane import (
     DEFAULT_FINE_TUNE_SECONDS,
     run_through_plane,
 )
-from monai_lstmagan.io.paths import VOLUME_SUFFIXES
+from monai_lstmagan.io.paths import OUTPUT_FORMATS, VOLUME_SUFFIXES
 from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
 from monai_lstmagan.transforms.intensity import MODALITIES
 from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES
@@ -76,7 +76,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "the run is refused; give distinct names or separate output folders. Exit status: 0 done, 1 error, "
         "130 interrupted (Ctrl-C), 143 terminated (SIGTERM); an interrupted run leaves no partial file.",
     )
-    parser.add_argument("inputs", nargs="+", help=f"volume files ({', '.join(VOLUME_SUFFIXES)}) or folders")
+    parser.add_argument(
+        "inputs", nargs="+",
+        help=f"volume files ({', '.join(VOLUME_SUFFIXES)}), DICOM series (a folder of one series, a multi-frame "
+        "file, a DICOMDIR; FOLDER#SeriesInstanceUID picks a series) or folders of them",
+    )  # fmt: skip
     parser.add_argument("-o", "--output-dir", required=True, help="output folder (created if needed)")
     parser.add_argument(
         "--model", default=None, help="generator checkpoint model.pt (default: the shipped model of --scale)"
@@ -103,6 +107,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--tile", type=int, default=None, help="in-plane tile size in input pixels (huge slices)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")
     parser.add_argument("--output-dtype", default=None, help="voxel type of the output (default: the input's)")
+    parser.add_argument(
+        "--output-format", default=None, choices=OUTPUT_FORMATS,
+        help="format of the outputs (default: each input's); dicom: a new DICOM series folder OUT/<name>_sr/ in "
+        "the input's study (from DICOM inputs only)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--series", default=None, metavar="UID|all",
+        help="a DICOM input with several series: the SeriesInstanceUID to super-resolve, or 'all' for each "
+        "(default: refuse, listing them)",
+    )  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     through = parser.add_argument_group(
         "through-plane SR", "refine the slice axis of thick-slice scans instead of the in-plane axes (SMORE-style)"
@@ -174,8 +188,9 @@ def _run(args: argparse.Namespace) -> None:
         if args.scale is not None or args.tile is not None:
             raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
         options = InferenceOptions(
-            args.batch_size, args.device, args.amp, progress=not args.no_progress, backend=args.backend
-        )
+            args.batch_size, args.device, args.amp, progress=not args.no_progress, output_format=args.output_format,
+            series=args.series, backend=args.backend,
+        )  # fmt: skip
         run_through_plane(
             args.model, args.output_dir, args.inputs, args.modality, args.output_dtype, options,
             factor=args.factor, slice_thickness=args.slice_thickness, profile=args.profile,
@@ -196,6 +211,8 @@ def _run(args: argparse.Namespace) -> None:
         tile=args.tile,
         tile_overlap=args.tile_overlap,
         progress=not args.no_progress,
+        output_format=args.output_format,
+        series=args.series,
         backend=args.backend,
     )
 

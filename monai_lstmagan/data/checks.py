@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from monai_lstmagan.io.atomic import atomic_write_json
+from monai_lstmagan.io.dicom import split_series
 from monai_lstmagan.io.scans import BadVolumeError, read_voxels, scan_files
 
 __all__ = ["scan_volumes", "scan_shapes", "check_volumes"]
@@ -142,7 +143,7 @@ def scan_volumes(
         if entry is None or entry.get("stat") != key:
             if key[0] is None:
                 facts = {"error": "does not exist"}
-            elif not os.access(path, os.R_OK):
+            elif not os.access(split_series(path)[0], os.R_OK):  # a DICOM scan may be FOLDER#SeriesInstanceUID
                 facts = {"error": "cannot be read (permission denied)"}
             else:
                 facts = _volume_facts(path)

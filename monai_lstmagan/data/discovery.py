@@ -1,6 +1,6 @@
 """Find the volumes of a dataset folder, and the volumes named on a command line.
 
-Three layouts are understood:
+Four layouts are understood:
 
 - ``"luna16"``: ``<dataset_dir>/**/subset<k>/<SeriesUID>.mhd`` (+ ``.raw``); one patient = one
   series UID; modality ``"ct"``. Other ``.mhd`` files (e.g. ``seg-lungs-LUNA16/``) are ignored.
@@ -8,9 +8,14 @@ Three layouts are understood:
   one case folder; modality ``"mr"``; ``brats_modality`` picks the sequence (default ``"flair"``).
 - ``"folder"``: every ``.nii``, ``.nii.gz``, ``.mhd`` or ``.nrrd`` under ``dataset_dir`` (recursive);
   one file = one patient, named by its path relative to ``dataset_dir`` without the extension.
+- ``"dicom"``: every DICOM series under ``dataset_dir`` (the DICOM files of each folder, grouped by
+  SeriesInstanceUID; DICOMDIR files are not followed, their folders are walked anyway): one series = one volume
+  (``FOLDER`` or, when the folder holds several series, ``FOLDER#<SeriesInstanceUID>``), its patient the PatientID
+  (a patient may have several series: they go to the same split); modality from the Modality attribute (CT, MR).
 
 ``"auto"`` picks ``luna16`` if a ``subset<k>/`` folder holds ``.mhd`` files, else ``brats`` if a
-``BraTS*_<id>/`` case folder holds the requested sequence, else ``folder``.
+``BraTS*_<id>/`` case folder holds the requested sequence, else ``folder`` if any file has a volume suffix, else
+``dicom`` if DICOM files are there.
 
 Folders are walked following symbolic links, each real folder once (a link back to a parent is a loop,
 skipped with a warning).
@@ -24,6 +29,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from monai_lstmagan.io.dicom import (
+    SERIES_SEPARATOR,
+    DicomError,
+    expand_series,
+    is_dicom,
+    is_dicom_file,
+    list_series,
+    split_series,
+)
 from monai_lstmagan.io.paths import VOLUME_SUFFIXES, is_output_of_this, split_suffix, volume_suffix
 from monai_lstmagan.transforms.intensity import MODALITIES
 
@@ -31,7 +45,7 @@ __all__ = ["BRATS_MODALITIES", "LAYOUTS", "find_volumes", "collect_inputs"]
 
 #: BraTS2021 sequences that can be selected with ``brats_modality``.
 BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
-LAYOUTS = ("auto", "luna16", "brats", "folder")
+LAYOUTS = ("auto", "luna16", "brats", "folder", "dicom")
 
 _LUNA_SUBSET = re.compile(r"subset\d+")
 _BRATS_CASE = re.compile(r"BraTS\d*_\d+")
@@ -84,25 +98,63 @@ def _brats(files: list[Path], brats_modality: str) -> list[tuple[str, Path]]:
     ]
 
 
+def _dicom_folders(files: list[Path]) -> list[Path]:
+    """The folders holding DICOM image files (sorted, each once)."""
+    folders: dict[Path, None] = {}
+    for p in files:
+        if p.parent not in folders and volume_suffix(p.name) is None and p.name.upper() != "DICOMDIR":
+            if is_dicom_file(p):
+                folders[p.parent] = None
+    return sorted(folders)
+
+
+def _modality_of(dicom_modality: str) -> str:
+    return {"CT": "ct", "MR": "mr"}.get(dicom_modality.upper(), "auto")
+
+
+def _dicom(files: list[Path], root: Path, series: str | None = "all") -> list[tuple[str, Path, str]]:
+    """``(patient, scan name, modality)`` of every DICOM series under ``root`` (one series = one volume)."""
+    found = []
+    for folder in _dicom_folders(files):
+        try:
+            listed = {s["uid"]: s for s in list_series(folder)}
+        except DicomError as e:
+            raise ValueError(f"'{folder}' {e}.") from e
+        for name in expand_series(folder, series):
+            uid = split_series(name)[1] or next(iter(listed))
+            info = listed[uid]
+            patient = info["patient"] or folder.relative_to(root).as_posix()
+            found.append((patient, Path(name), _modality_of(info["modality"])))
+    return found
+
+
 def _detect_layout(files: list[Path], brats_modality: str) -> str:
     if _luna16(files):
         return "luna16"
     if _brats(files, brats_modality):
         return "brats"
+    if not any(volume_suffix(p.name) for p in files) and _dicom_folders(files):
+        return "dicom"
     return "folder"
 
 
 def find_volumes(
-    dataset_dir: str | os.PathLike, layout: str = "auto", modality: str = "auto", brats_modality: str = "flair"
+    dataset_dir: str | os.PathLike,
+    layout: str = "auto",
+    modality: str = "auto",
+    brats_modality: str = "flair",
+    series: str | None = "all",
 ) -> list[dict]:
     """List the volumes of a dataset folder, one item per volume, sorted by patient.
 
     Args:
         dataset_dir: the dataset folder.
-        layout: ``"luna16"``, ``"brats"``, ``"folder"`` or ``"auto"`` (see the module docstring).
+        layout: ``"luna16"``, ``"brats"``, ``"folder"``, ``"dicom"`` or ``"auto"`` (see the module docstring).
         modality: ``"ct"``, ``"mr"`` or ``"auto"`` (decided from the intensities when loading). The
             LUNA16 layout is ``"ct"`` and BraTS ``"mr"`` unless a modality is given here.
         brats_modality: BraTS sequence to use, one of :data:`BRATS_MODALITIES`.
+        series: DICOM folders holding several series: ``"all"`` (each is a volume), a SeriesInstanceUID, or None
+            (refused, listing them).
 
     Returns:
         ``[{"image": absolute path, "patient": patient id, "modality": "ct" | "mr" | "auto"}, ...]``.
@@ -114,7 +166,7 @@ def find_volumes(
         PermissionError: a volume cannot be opened for reading.
     """
     if layout not in LAYOUTS:
-        raise ValueError(f"layout must be 'auto', 'luna16', 'brats' or 'folder', got {layout!r}.")
+        raise ValueError(f"layout must be one of {', '.join(map(repr, LAYOUTS))}, got {layout!r}.")
     if modality not in MODALITIES:
         raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}.")
     if brats_modality not in BRATS_MODALITIES:
@@ -136,6 +188,11 @@ def find_volumes(
             warnings.warn(
                 f"{len(missing)} BraTS case folder(s) have no {brats_modality!r} volume and are left out: {missing}"
             )
+    elif layout == "dicom":
+        dicom = _dicom(files, root, series)
+        found, default_modality = [(patient, path) for patient, path, _ in dicom], "auto"
+        modalities = {os.fspath(path): m for _, path, m in dicom}
+        expected = "folders of DICOM files"
     else:
         found, default_modality = [], "auto"
         expected = "files ending in " + ", ".join(VOLUME_SUFFIXES)
@@ -150,31 +207,34 @@ def find_volumes(
     for patient, path in found:
         by_patient.setdefault(patient, []).append(path)
     duplicates = {k: v for k, v in by_patient.items() if len(v) > 1}
-    if duplicates:
+    if duplicates and layout != "dicom":  # DICOM: a patient's series are volumes of one patient
         listing = "; ".join(f"{k}: {', '.join(map(os.fspath, v))}" for k, v in sorted(duplicates.items()))
         raise ValueError(f"Duplicate patients in {os.fspath(root)!r} (one volume per patient expected): {listing}.")
 
     items = []
-    for patient, (path,) in sorted(by_patient.items()):
-        if not os.access(path, os.R_OK):
-            raise PermissionError(f"Volume {os.fspath(path)!r} cannot be read (permission denied).")
-        items.append(
-            {
-                "image": os.fspath(path),
-                "patient": patient,
-                "modality": modality if modality != "auto" else default_modality,
-            }
-        )
+    for patient, paths in sorted(by_patient.items()):
+        for path in paths:
+            if not os.access(split_series(path)[0], os.R_OK):
+                raise PermissionError(f"Volume {os.fspath(path)!r} cannot be read (permission denied).")
+            own = modalities.get(os.fspath(path), "auto") if layout == "dicom" else default_modality
+            items.append(
+                {"image": os.fspath(path), "patient": patient, "modality": modality if modality != "auto" else own}
+            )
     return items
 
 
-def collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> list[tuple[str, str]]:
+def collect_inputs(
+    inputs: Sequence[str], modality: str, output_dir: str, series: str | None = None
+) -> list[tuple[str, str]]:
     """The volumes of a command line: files as given, folders searched with :func:`find_volumes` (any layout),
-    leaving out the ``<name>_sr<ext>`` results of an earlier run in ``output_dir``.
+    leaving out the ``<name>_sr<ext>`` results of an earlier run in ``output_dir``. A DICOM input (a folder of
+    DICOM files, a DICOM file, a DICOMDIR, ``FOLDER#<SeriesInstanceUID>``) is one volume per series: ``series``
+    picks one (a SeriesInstanceUID) or ``"all"``; None refuses an input with several series, listing them.
 
     Args:
         inputs: volume files or folders.
-        modality: ``"ct"``, ``"mr"`` or ``"auto"`` (a folder's layout may set it: LUNA16 is CT, BraTS MR).
+        modality: ``"ct"``, ``"mr"`` or ``"auto"`` (a folder's layout may set it: LUNA16 is CT, BraTS MR, DICOM
+            its Modality).
         output_dir: the output folder of the run.
 
     Returns:
@@ -186,8 +246,19 @@ def collect_inputs(inputs: Sequence[str], modality: str, output_dir: str) -> lis
     """
     found: list[tuple[str, str]] = []
     for entry in inputs:
-        if os.path.isdir(entry):
-            items = find_volumes(entry, layout="auto", modality=modality)
+        if is_dicom(entry):
+            try:
+                listed = {s["uid"]: s for s in list_series(entry)}
+            except DicomError as e:
+                raise ValueError(f"'{entry}' {e}.") from e
+            for name in expand_series(entry, series):
+                uid = split_series(name)[1] or next(iter(listed))
+                own = _modality_of(listed[uid]["modality"])
+                base, selected = split_series(name)
+                name = os.path.abspath(base) + (SERIES_SEPARATOR + selected if selected else "")
+                found.append((name, modality if modality != "auto" else own))
+        elif os.path.isdir(entry):
+            items = find_volumes(entry, layout="auto", modality=modality, series=series)
             volumes = [
                 (item["image"], item.get("modality", modality))
                 for item in items

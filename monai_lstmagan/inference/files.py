@@ -6,8 +6,9 @@ through-plane SR, :class:`~monai_lstmagan.inference.through_plane.ThroughPlaneSR
 laid out for it (its *work* layout ``[A, B, N]``), what grid it produces, and yields the result in chunks along
 the last work axis. Everything else is here, once:
 
-- the output path ``OUT/<name>_sr<ext>`` (:func:`~monai_lstmagan.io.paths.output_path_for`), never one of the
-  input's files (:func:`~monai_lstmagan.io.scans.scan_files`: a ``.mhd`` and its data file);
+- the output path ``OUT/<name>_sr<ext>`` (:func:`~monai_lstmagan.io.paths.output_path_for`; ``OUT/<name>_sr/``
+  for a DICOM series, in the input's format or ``options.output_format``), never one of the input's files
+  (:func:`~monai_lstmagan.io.scans.scan_files`: a ``.mhd`` and its data file, a DICOM series' files);
 - intensities: the generator only sees (and only produces) intensities inside the normalisation window (CT:
   -1000..400 HU by default; MR: the 0.5..99.5 foreground percentiles). Where the interpolation baseline of the
   input lies outside that window (bone, metal, the brightest MR voxels), the output keeps the baseline value
@@ -61,6 +62,10 @@ class VolumeOperation:
     def begin(self, scan: Scan) -> None:
         """Called first for every scan (e.g. to find its slice axis); default: nothing."""
         self.info = {}
+
+    def describe(self) -> str:
+        """What the operation did to the last scan begun, in words (a DICOM output's DerivationDescription)."""
+        return "super-resolution"
 
     def to_work(self, scan: Scan) -> np.ndarray:
         """``scan.array`` in the work layout ``[A, B, N]`` (float32, input units)."""
@@ -129,7 +134,8 @@ def super_resolve_file(
 
     Args:
         operation: the SR mode.
-        input_path: ``.nii``/``.nii.gz`` (nibabel) or ``.mhd``/``.mha``/``.nrrd`` (ITK) 3D scalar volume.
+        input_path: ``.nii``/``.nii.gz`` (nibabel) or ``.mhd``/``.mha``/``.nrrd`` (ITK) 3D scalar volume, or a DICOM
+            scan (:mod:`monai_lstmagan.io.dicom`).
         output_dir: existing, writable folder.
         modality: ``"ct"``, ``"mr"`` or ``"auto"``: picks the intensity normalisation.
         output_dtype: voxel type of the output, e.g. ``"float32"``; None keeps the input's.
@@ -143,7 +149,7 @@ def super_resolve_file(
         the path written.
     """
     options = options or InferenceOptions()
-    output_path = output_path_for(input_path, output_dir)
+    output_path = output_path_for(input_path, output_dir, options.output_format)
     protected = set(scan_files(input_path)) | {os.path.realpath(p) for p in protected}
     replaced = sorted(output_files(output_path) & protected)
     if replaced:
@@ -173,7 +179,7 @@ def super_resolve_file(
         with atomic_files(output_dir, last=name, protected=protected) as tmp_dir:
             with ScanWriter(
                 os.path.join(tmp_dir, name), placement.file_shape, operation.output_affine(scan), dtype, like=scan,
-                values_dtype=memory_dtype,
+                values_dtype=memory_dtype, description=operation.describe(),
             ) as writer:  # fmt: skip
                 for start, stop, sr, baseline in _computed(chunks):
                     if sr.shape[:2] != out_shape[:2]:
@@ -210,7 +216,7 @@ def _computed(chunks: Iterator) -> Iterator:
         yield chunk
 
 
-def check_run_outputs(inputs: Sequence[str], output_dir: str) -> None:
+def check_run_outputs(inputs: Sequence[str], output_dir: str, output_format: str | None = None) -> None:
     """Refuse a run, before anything is written, where an output would replace a file of any input (a header's
     data file included) or two inputs would give the same output name.
 
@@ -220,7 +226,7 @@ def check_run_outputs(inputs: Sequence[str], output_dir: str) -> None:
     input_files = {f: path for path in inputs for f in scan_files(path)}
     produced: dict[str, str] = {}
     for path in inputs:
-        for f in sorted(output_files(output_path_for(path, output_dir))):
+        for f in sorted(output_files(output_path_for(path, output_dir, output_format))):
             if f in input_files:
                 raise ValueError(
                     f"the output of '{path}' would replace the input file '{f}' (of '{input_files[f]}'): choose "
@@ -260,8 +266,8 @@ def super_resolve_files(
     """
     options = options or InferenceOptions()
     output_dir = check_output_dir(output_dir)
-    items = collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir)
-    check_run_outputs([path for path, _ in items], output_dir)
+    items = collect_inputs([inputs] if isinstance(inputs, str) else list(inputs), modality, output_dir, options.series)
+    check_run_outputs([path for path, _ in items], output_dir, options.output_format)
     check_resources(operation, [path for path, _ in items], output_dir, output_dtype, options)
     protected = set().union(*(scan_files(path) for path, _ in items)) if items else set()
     written = []

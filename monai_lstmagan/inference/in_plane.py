@@ -128,6 +128,9 @@ class InPlaneSR(VolumeOperation):
         self.scale = int(generator.scale)
         self.info = {}
 
+    def describe(self) -> str:
+        return f"in-plane super-resolution x{self.scale}"
+
     def to_work(self, scan: Scan) -> np.ndarray:
         return apply_orientation(scan.array, file_to_ras(scan.affine))
 
@@ -180,6 +183,8 @@ def run_inference(
     tile_overlap: float = 0.25,
     progress: bool = True,
     expected_scale: int | None = None,
+    output_format: str | None = None,
+    series: str | None = None,
     backend: str = "auto",
 ) -> list[str]:
     """Super-resolve files and/or every volume of a folder with a generator checkpoint (in-plane).
@@ -195,11 +200,15 @@ def run_inference(
         modality, output_dtype: see :func:`monai_lstmagan.inference.files.super_resolve_file`.
         batch_size, device, amp, tile, tile_overlap, progress, backend: the fields of :class:`InferenceOptions`.
         expected_scale: when given, the checkpoint's scale must equal it (clear error otherwise).
+        output_format, series: the output format and the DICOM series to read (:class:`InferenceOptions`).
 
     Returns:
         the paths written, in input order.
     """
-    options = InferenceOptions(batch_size, device, amp, tile, tile_overlap, progress, backend)
+    options = InferenceOptions(
+        batch_size, device, amp, tile, tile_overlap, progress, output_format=output_format, series=series,
+        backend=backend,
+    )  # fmt: skip
     check_output_dir(output_dir)  # before the model is loaded: a bad folder is the first thing said
     if inputs is None or inputs == "" or (not isinstance(inputs, str) and len(inputs) == 0):
         if not dataset_dir:

@@ -40,6 +40,10 @@ class InferenceOptions:
             weights (MONAI ``SlidingWindowInferer``) instead of whole slices, for very large slices.
         tile_overlap: overlap of neighbouring tiles, as a fraction of the tile.
         progress: show progress bars.
+        output_format: the format of the outputs, one of :data:`monai_lstmagan.io.paths.OUTPUT_FORMATS`
+            (``".nii.gz"``, ..., ``"dicom"``: a DICOM series folder, from a DICOM input only); None: each input's.
+        series: a DICOM input holding several series: the SeriesInstanceUID to read, ``"all"`` for each of them;
+            None refuses such an input, listing its series.
         backend: ``"auto"`` (ONNX Runtime on the CPU when installed, else PyTorch), ``"torch"`` or
             ``"onnxruntime"`` (:func:`monai_lstmagan.inference.backends.resolve_backend`).
     """
@@ -50,6 +54,8 @@ class InferenceOptions:
     tile: int | None = None
     tile_overlap: float = 0.25
     progress: bool = False
+    output_format: str | None = None
+    series: str | None = None
     backend: str = "auto"
 
     def __post_init__(self) -> None:
@@ -61,6 +67,13 @@ class InferenceOptions:
             raise ValueError(
                 f"tile must be >= 1 and tile_overlap in [0, 1), got tile={self.tile}, tile_overlap={self.tile_overlap}."
             )
+        if self.output_format is not None:
+            from monai_lstmagan.io.paths import OUTPUT_FORMATS
+
+            if self.output_format not in OUTPUT_FORMATS:
+                raise ValueError(
+                    f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {self.output_format!r}."
+                )
 
     @property
     def torch_device(self) -> torch.device:

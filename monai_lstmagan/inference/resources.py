@@ -66,7 +66,7 @@ def volume_needs(
     out_voxels = math.prod(out_shape)
     disk = out_voxels * dtype.itemsize
     in_order = SlabPlacement(lambda work: operation.to_file(scan, work), out_shape).in_order
-    if spool_needed(output_path_for(path, output_dir), memory_dtype, dtype, scan, in_order):
+    if spool_needed(output_path_for(path, output_dir, options.output_format), memory_dtype, dtype, scan, in_order):
         disk += out_voxels * memory_dtype.itemsize
     detail = " + ".join(f"{format_bytes(v)} {k}" for k, v in parts.items() if v)
     return sum(parts.values()), disk, detail
@@ -99,7 +99,7 @@ def check_resources(
             )
         disk_total += disk
         if disk_total > disk_free:
-            out = output_path_for(path, output_dir)
+            out = output_path_for(path, output_dir, options.output_format)
             earlier = f" (with the outputs before it: {format_bytes(disk_total)})" if disk_total > disk else ""
             error = OSError(
                 f"cannot write the output '{out}': it needs up to {format_bytes(disk)} of disk{earlier} but "

@@ -312,6 +312,9 @@ class ThroughPlaneSR(VolumeOperation):
         self.thickness_ratio = thickness
         self.info = {"slice_axis": axis, "factor": self.real_factor, "slices": num_out}
 
+    def describe(self) -> str:
+        return f"through-plane super-resolution x{self.real_factor:.4g} (slice axis {self.axis})"
+
     def to_work(self, scan: Scan) -> np.ndarray:
         return np.moveaxis(np.asarray(scan.array, dtype=np.float32), self.axis, -1)
 

@@ -1,5 +1,6 @@
 """Reading and writing volume files: :mod:`~monai_lstmagan.io.scans` (the one reader; ``write_scan``),
-:mod:`~monai_lstmagan.io.writer` (the one writer, :class:`ScanWriter`, slab by slab),
+:mod:`~monai_lstmagan.io.writer` (the one writer, :class:`ScanWriter`, slab by slab), :mod:`~monai_lstmagan.io.dicom`
+(DICOM series in and out, dispatched to by both),
 :mod:`~monai_lstmagan.io.paths` (suffixes, output names, the output-folder check), :mod:`~monai_lstmagan.io.geometry`
 (RAS/LPS, axis orders, super-resolved grids) and :mod:`~monai_lstmagan.io.atomic` (no half-written file)."""
 

@@ -219,7 +219,9 @@ def atomic_files(output_dir: str, last: str | None = None, protected: Iterable[s
     """A temporary folder inside ``output_dir`` whose files are moved into ``output_dir`` on a clean exit.
 
     For outputs made of several files, or written by libraries that need the final file name (nibabel and
-    ITK choose the format from the suffix): write them into the yielded folder under their final names.
+    ITK choose the format from the suffix): write them into the yielded folder under their final names. A folder
+    written there (a DICOM series) is moved as a whole, replacing a folder of the same name (never one holding a
+    ``protected`` file).
 
     Args:
         output_dir: the destination folder (must exist).
@@ -245,13 +247,20 @@ def atomic_files(output_dir: str, last: str | None = None, protected: Iterable[s
         protected = {os.path.realpath(p) for p in protected}
         for name in names:
             target = os.path.realpath(os.path.join(output_dir, name))
-            if target in protected:
-                raise ValueError(f"refusing to overwrite the input file '{target}'.")
+            inside = [p for p in protected if p.startswith(target + os.sep)]
+            if target in protected or (os.path.isdir(target) and inside):
+                raise ValueError(f"refusing to overwrite the input file '{(inside or [target])[0]}'.")
         with _signals_held():  # the files of one output appear together
             try:
                 for name in names:
-                    os.chmod(os.path.join(tmp_dir, name), default_file_mode())
-                    os.replace(os.path.join(tmp_dir, name), os.path.join(output_dir, name))
+                    source, target = os.path.join(tmp_dir, name), os.path.join(output_dir, name)
+                    if os.path.isdir(source):  # a folder output (a DICOM series): it replaces an earlier one whole
+                        os.chmod(source, 0o777 & ~(0o666 & ~default_file_mode()))
+                        if os.path.isdir(target) and not os.path.islink(target):
+                            os.replace(target, os.path.join(tmp_dir, f".old-{name}"))
+                    else:
+                        os.chmod(source, default_file_mode())
+                    os.replace(source, target)
             except OSError as e:
                 raise _write_error(e, destination, "the output") from e
     finally:

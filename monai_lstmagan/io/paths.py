@@ -1,4 +1,9 @@
-"""File names of the project: the volume suffixes, output names and the output-folder check (one place each)."""
+"""File names of the project: the volume suffixes, output names and the output-folder check (one place each).
+
+A scan is a file with one of :data:`VOLUME_SUFFIXES`, or a DICOM scan (:mod:`monai_lstmagan.io.dicom`: a folder of
+one series, a multi-frame file, a DICOMDIR, each with an optional ``#<SeriesInstanceUID>``), recognised by its
+content rather than its name: :func:`scan_format` says which, for every caller.
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ import tempfile
 import warnings
 
 from monai_lstmagan.io.atomic import remove_stale_temporaries
+from monai_lstmagan.io.dicom import DICOM_FORMAT, is_dicom, split_series
 
 __all__ = [
     "NIFTI_SUFFIXES",
     "ITK_SUFFIXES",
     "VOLUME_SUFFIXES",
     "OUTPUT_TAG",
+    "OUTPUT_FORMATS",
     "volume_suffix",
+    "scan_format",
     "split_suffix",
     "volume_stem",
     "output_path_for",
@@ -26,6 +34,8 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 ITK_SUFFIXES = (".mhd", ".mha", ".nrrd", ".nhdr")
 #: File name endings read as volumes, everywhere (training, evaluation, inference).
 VOLUME_SUFFIXES = NIFTI_SUFFIXES + ITK_SUFFIXES
+#: What ``--output-format`` accepts: a volume suffix or ``"dicom"`` (a folder of DICOM files).
+OUTPUT_FORMATS = VOLUME_SUFFIXES + (DICOM_FORMAT,)
 #: What a super-resolved file adds to its input's name: ``<name>_sr<ext>``.
 OUTPUT_TAG = "_sr"
 
@@ -39,12 +49,42 @@ def volume_suffix(path: str | os.PathLike) -> str | None:
     return None
 
 
+def scan_format(path: str | os.PathLike) -> str | None:
+    """What ``path`` is as a scan: its volume suffix (``".nii.gz"``, ...), :data:`DICOM_FORMAT` for a DICOM scan
+    (a folder of DICOM files, a DICOM file or DICOMDIR, optionally ``#<SeriesInstanceUID>``), or None."""
+    suffix = volume_suffix(path)
+    if suffix is not None and os.path.basename(os.fspath(path)).lower() != suffix:
+        return suffix
+    return DICOM_FORMAT if is_dicom(path) else None
+
+
+def _dicom_stem(path: str) -> str:
+    """The name of a DICOM scan: its folder's (a DICOMDIR: the folder holding it), a file's without ``.dcm``, with
+    ``_<SeriesInstanceUID>`` when a series is selected."""
+    base, uid = split_series(path)
+    base = os.path.abspath(base)
+    name = os.path.basename(base)
+    if os.path.isdir(base):
+        stem = name
+    elif name.upper() == "DICOMDIR":
+        stem = os.path.basename(os.path.dirname(base))
+    else:
+        stem = name[:-4] if name.lower().endswith(".dcm") else name
+    return f"{stem}_{uid}" if uid else stem
+
+
 def split_suffix(path: str | os.PathLike) -> tuple[str, str]:
-    """``(stem, suffix)`` of a volume file's name, the suffix as written; ValueError naming the file otherwise."""
+    """``(stem, suffix)`` of a volume file's name, the suffix as written (a DICOM scan: its name and ``""``);
+    ValueError naming the file otherwise."""
     name = os.path.basename(os.fspath(path))
     suffix = volume_suffix(name)
-    if suffix is None:
-        raise ValueError(f"'{os.fspath(path)}': unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)}.")
+    if suffix is None or name.lower() == suffix:
+        if is_dicom(path):
+            return _dicom_stem(os.fspath(path)), ""
+        raise ValueError(
+            f"'{os.fspath(path)}': unsupported file type, expected one of {', '.join(VOLUME_SUFFIXES)} or DICOM (a "
+            "folder of one series, a DICOM file, a DICOMDIR)."
+        )
     return name[: -len(suffix)], name[-len(suffix) :]
 
 
@@ -55,9 +95,14 @@ def volume_stem(path: str | os.PathLike) -> str:
     return name[: -len(suffix)] if suffix else name
 
 
-def output_path_for(input_path: str, output_dir: str) -> str:
-    """``output_dir/<name>_sr<ext>`` for an input ``<name><ext>`` (the input's format is kept)."""
+def output_path_for(input_path: str, output_dir: str, output_format: str | None = None) -> str:
+    """``output_dir/<name>_sr<ext>`` for an input ``<name><ext>``: the input's format, or ``output_format`` (one of
+    :data:`OUTPUT_FORMATS`); a DICOM output is the folder ``output_dir/<name>_sr``."""
     stem, suffix = split_suffix(input_path)
+    if output_format is not None:
+        if output_format not in OUTPUT_FORMATS:
+            raise ValueError(f"output format {output_format!r}: expected one of {', '.join(OUTPUT_FORMATS)}.")
+        suffix = "" if output_format == DICOM_FORMAT else output_format
     return os.path.join(output_dir, f"{stem}{OUTPUT_TAG}{suffix}")
 
 

@@ -7,6 +7,9 @@ enters, and the same formats are accepted everywhere:
 
 - the suffixes (:data:`monai_lstmagan.io.paths.VOLUME_SUFFIXES`): NIfTI (``.nii.gz``, ``.nii``, read by
   nibabel), MetaImage (``.mhd`` with its ``.raw``/``.zraw``, ``.mha``) and NRRD (``.nrrd``, ``.nhdr``), read by ITK;
+- DICOM (:mod:`monai_lstmagan.io.dicom`, read by pydicom): a folder of one series, a multi-frame file, a DICOMDIR
+  (``#<SeriesInstanceUID>`` selects a series), rescaled to real units (HU), sorted along the slice normal; what is
+  not one regular volume (missing slices, mixed orientations, gantry tilt, ...) is refused with the reason;
 - :func:`check_file`: the file-level problems a reader may not notice: a ``.nii.gz`` whose gzip stream is
   corrupt or truncated (nibabel stops reading before the gzip trailer, so the CRC is never checked), a
   ``.mhd`` whose data file is missing or shorter than its header says;
@@ -37,8 +40,9 @@ import itk
 import nibabel as nib
 import numpy as np
 
-from monai_lstmagan.io.geometry import LPS_TO_RAS
-from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, volume_suffix
+from monai_lstmagan.io.dicom import DICOM_FORMAT, DicomError, open_series, read_series, split_series
+from monai_lstmagan.io.geometry import LPS_TO_RAS, axial_axis
+from monai_lstmagan.io.paths import NIFTI_SUFFIXES, VOLUME_SUFFIXES, scan_format, volume_suffix
 from monai_lstmagan.io.writer import ScanWriter, to_voxel_type
 
 __all__ = [
@@ -403,8 +407,13 @@ def check_file(path: str, inflate: bool = True) -> None:
     - an NRRD: what ITK reads from its header (sizes, voxel type, spacing, origin, directions).
     """
     suffix = volume_suffix(path)
+    if scan_format(path) == DICOM_FORMAT:
+        _open_dicom(path)
+        return
     if suffix is None:
-        raise BadVolumeError(f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)})")
+        raise BadVolumeError(
+            f"has an unsupported extension (expected one of {', '.join(VOLUME_SUFFIXES)}) and is not DICOM"
+        )
     if not os.path.exists(path):
         raise BadVolumeError("does not exist")
     if not os.path.isfile(path):
@@ -422,6 +431,15 @@ def check_file(path: str, inflate: bool = True) -> None:
         _check_metaimage(path)
     else:
         _check_itk_header(path)
+
+
+def _open_dicom(path: str, voxels: bool = False) -> Any:
+    """The DICOM series of ``path`` (:func:`monai_lstmagan.io.dicom.open_series`; with ``voxels``:
+    ``(series, array)`` of :func:`~monai_lstmagan.io.dicom.read_series`); :class:`BadVolumeError` with the reason."""
+    try:
+        return read_series(path) if voxels else open_series(path)
+    except DicomError as e:
+        raise BadVolumeError(str(e)) from e
 
 
 def _open_nifti(path: str) -> tuple[Any, np.ndarray]:
@@ -457,6 +475,9 @@ def read_voxels(path: str) -> tuple[np.ndarray, int]:
         BadVolumeError: see :func:`check_file`, or the reader failed.
     """
     check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
+    if scan_format(path) == DICOM_FORMAT:
+        series, voxels = _open_dicom(path, voxels=True)
+        return voxels, axial_axis(series.affine)
     if volume_suffix(path) in NIFTI_SUFFIXES:
         image, voxels = _open_nifti(path)
         codes = nib.orientations.aff2axcodes(image.affine)
@@ -507,6 +528,8 @@ class Scan:
         compressed: ITK formats: whether the pixel data was compressed.
         scaled: NIfTI: the stored values are scaled (``scl_slope``/``scl_inter``), so ``array`` is in
             real units while ``dtype`` is the stored type.
+        dicom: DICOM: the series (:class:`monai_lstmagan.io.dicom.DicomSeries`: its headers, stored pixel type and
+            rescale); ``array`` is then in real units (HU) and ``dtype`` the type that holds them exactly.
     """
 
     path: str
@@ -516,6 +539,7 @@ class Scan:
     header: Any = None
     compressed: bool = False
     scaled: bool = False
+    dicom: Any = None
 
 
 def _itk_compressed(path: str) -> bool:
@@ -528,7 +552,7 @@ def _itk_compressed(path: str) -> bool:
 
 
 def read_scan(path: str) -> Scan:
-    """Read and check a 3D scalar volume (NIfTI via nibabel; MetaImage/NRRD via ITK).
+    """Read and check a 3D scalar volume (NIfTI via nibabel; MetaImage/NRRD via ITK; DICOM via pydicom).
 
     A 4D NIfTI image uses its first volume (warned), as in training.
 
@@ -538,7 +562,7 @@ def read_scan(path: str) -> Scan:
             (:func:`check_file`), unreadable, not a 3D scalar volume, or its voxels are unusable
             (:func:`voxel_problem`).
     """
-    if not os.path.exists(path):
+    if not os.path.exists(split_series(path)[0]):
         raise FileNotFoundError(f"input volume '{path}' does not exist.")
     try:
         check_file(path, inflate=False)  # a .nii.gz is inflated (and its CRC checked) by the reader
@@ -568,6 +592,10 @@ def read_scan_header(path: str) -> Scan:
         ValueError: naming the file when its header cannot be read (:func:`check_file` without inflating).
     """
     try:
+        if scan_format(path) == DICOM_FORMAT:
+            series = _open_dicom(path)
+            placeholder = np.broadcast_to(np.zeros((), series.dtype), series.shape)
+            return Scan(path, placeholder, series.affine, series.dtype, dicom=series)
         check_file(path, inflate=False)
         if volume_suffix(path) in NIFTI_SUFFIXES:
             header = _nifti_header(path)
@@ -606,6 +634,9 @@ def _read_checked_scan(path: str) -> Scan:
 
 
 def _read_scan_voxels(path: str) -> Scan:
+    if scan_format(path) == DICOM_FORMAT:
+        series, array = _open_dicom(path, voxels=True)
+        return Scan(path, array, _checked_affine(series.affine), series.dtype, dicom=series)
     if volume_suffix(path) in NIFTI_SUFFIXES:
         image, array = _open_nifti(path)
         if array.ndim == 4:
@@ -663,7 +694,13 @@ def _nhdr_data_file(path: str) -> str | None:
 
 def scan_files(path: str) -> set[str]:
     """The real paths of every file a scan is made of: the file itself and, for a ``.mhd`` / ``.nhdr`` header,
-    the data file its header names (parsed as the reader parses it: the ``ElementDataFile`` key itself)."""
+    the data file its header names (parsed as the reader parses it: the ``ElementDataFile`` key itself); a DICOM
+    scan: the files of its series."""
+    if scan_format(path) == DICOM_FORMAT:
+        try:
+            return {os.path.realpath(f) for f in open_series(path).files}
+        except DicomError:  # not one readable series: the reader will say so; its folder / file is protected
+            return {os.path.realpath(split_series(path)[0])}
     files = {os.path.realpath(path)}
     suffix = volume_suffix(path)
     try:

@@ -10,7 +10,10 @@ instead of being assembled in memory first. Every format the package writes stor
 - MetaImage (``.mhd`` + ``.raw``, or ``.zraw`` as one zlib stream when the input was compressed; ``.mha`` with the
   voxels after the header): the header is written when the data is complete (its ``CompressedDataSize`` is then
   known; a ``.mha`` reserves the space for it);
-- NRRD (``.nrrd``, raw or gzip encoding as the input).
+- NRRD (``.nrrd``, raw or gzip encoding as the input);
+- DICOM (an output path without a volume suffix, for a DICOM input): a folder of one file per slice ``k``
+  (:class:`monai_lstmagan.io.dicom.DicomSeriesStream`), a new series of the input's study in its pixel type and
+  rescale.
 
 Slabs that cannot go straight to the stream are kept in a *spool*, a memory-mapped raw file beside the output
 (removed on close), and streamed out when the volume is complete: slabs along another axis or out of order (a
@@ -36,6 +39,7 @@ import nibabel as nib
 import numpy as np
 from nibabel.arraywriters import ArrayWriter, SlopeInterArrayWriter, get_slope_inter, make_array_writer
 
+from monai_lstmagan.io.dicom import DICOM_FORMAT, DicomSeriesStream
 from monai_lstmagan.io.geometry import LPS_TO_RAS
 from monai_lstmagan.io.paths import NIFTI_SUFFIXES, volume_suffix
 
@@ -44,8 +48,8 @@ if TYPE_CHECKING:  # the reader's Scan; no import at run time (scans imports thi
 
 __all__ = ["to_voxel_type", "ScanWriter", "STREAMED_SUFFIXES", "spool_needed"]
 
-#: Output formats written slab by slab (``.nhdr``: by ITK from the whole volume).
-STREAMED_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd")
+#: Output formats written slab by slab (``.nhdr``: by ITK from the whole volume; ``"dicom"``: a file per slice).
+STREAMED_SUFFIXES = (".nii.gz", ".nii", ".mhd", ".mha", ".nrrd", DICOM_FORMAT)
 
 _MET_TYPES = {
     "int8": "MET_CHAR", "uint8": "MET_UCHAR", "int16": "MET_SHORT", "uint16": "MET_USHORT", "int32": "MET_INT",
@@ -81,8 +85,13 @@ def spool_needed(path: str, values_dtype: np.dtype, dtype: np.dtype, like: Scan 
     """Whether :class:`ScanWriter` keeps the whole volume in a spool file beside ``path`` before writing it: slabs
     not in order along the last axis (``in_order=False``), a NIfTI scaling chosen from the whole volume, or a format
     that is not streamed (``.nhdr``). Used to size the disk a write needs."""
-    streamed = volume_suffix(path) in STREAMED_SUFFIXES
+    streamed = _output_format(path) in STREAMED_SUFFIXES
     return not in_order or not streamed or _nifti_scaled(path, values_dtype, dtype, like)
+
+
+def _output_format(path: str) -> str:
+    """The format an output path is written in: its volume suffix, else DICOM (a folder of slices)."""
+    return volume_suffix(path) or DICOM_FORMAT
 
 
 def _lps_geometry(affine: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -112,6 +121,10 @@ class ScanWriter:
         values_dtype: the type of the slabs given (None: ``dtype``). With a NIfTI ``like``, values of another type
             than ``dtype`` are stored with a scaling chosen by nibabel from the whole volume (a scaled input keeps
             its real units); otherwise they are rounded and clipped (:func:`to_voxel_type`).
+        description: what made the volume, recorded in a DICOM output (DerivationDescription, SeriesDescription).
+
+    A ``path`` without a volume suffix is a DICOM output (a folder), for a DICOM ``like`` only: its pixels are
+    stored in the input's pixel type and rescale (``dtype`` is not used).
     """
 
     def __init__(
@@ -122,22 +135,31 @@ class ScanWriter:
         dtype: np.dtype,
         like: Scan | None = None,
         values_dtype: np.dtype | None = None,
+        description: str = "",
     ) -> None:
         self.path, self.shape, self.affine, self.like = path, tuple(int(s) for s in shape), np.asarray(affine), like
         self.dtype = np.dtype(dtype)
         self.values_dtype = self.dtype if values_dtype is None else np.dtype(values_dtype)
-        self.suffix = volume_suffix(path)
+        self.suffix = _output_format(path)
+        self.description = description
         if len(self.shape) != 3 or min(self.shape) < 1:
             raise ValueError(f"'{path}': a 3D volume with voxels is expected, got shape {self.shape}.")
+        if self.suffix == DICOM_FORMAT and (like is None or like.dicom is None):
+            source = like.path if like is not None else path
+            raise ValueError(
+                f"'{source}': a DICOM output is written from a DICOM input only (its patient and study are kept); "
+                "choose another --output-format (e.g. nii.gz)."
+            )
         self.scaled = _nifti_scaled(path, self.values_dtype, self.dtype, like)
-        if self.suffix not in NIFTI_SUFFIXES and self.suffix != ".nhdr" and self.dtype.name not in _MET_TYPES:
+        unwritable = self.suffix not in NIFTI_SUFFIXES + (".nhdr", DICOM_FORMAT) and self.dtype.name not in _MET_TYPES
+        if unwritable:
             source = like.path if like is not None else path
             raise ValueError(
                 f"'{source}': cannot write voxel type {self.dtype} to {self.suffix}; choose another output dtype "
                 "(e.g. --output-dtype int16 or float32)."
             )
         self.compressed = self.suffix == ".nii.gz" or (
-            self.suffix not in NIFTI_SUFFIXES and like is not None and like.compressed
+            self.suffix not in NIFTI_SUFFIXES + (DICOM_FORMAT,) and like is not None and like.compressed
         )
         self._next = 0  # slices streamed so far
         self._spooled = 0  # voxels in the spool
@@ -217,6 +239,9 @@ class ScanWriter:
 
     def _open_stream(self, scaling: tuple[float, float] | None = None) -> None:
         """Open the output, write what comes before the voxels and set up the voxel stream."""
+        if self.suffix == DICOM_FORMAT:
+            self._stream = DicomSeriesStream(self.path, self.shape, self.affine, self.like.dicom, self.description)
+            return
         self._raw = self._open(self._data_path())
         if self.suffix in NIFTI_SUFFIXES:
             header = self._make_nifti_header(scaling)
@@ -308,6 +333,9 @@ class ScanWriter:
 
     def _stream_slab(self, values: np.ndarray, scaling: tuple[float, float] | None = None) -> None:
         """Append a ``[I, J, n]`` slab to the voxel stream in the stored type."""
+        if self.suffix == DICOM_FORMAT:
+            self._stream.write(values)
+            return
         if self.suffix in NIFTI_SUFFIXES:
             out_dtype = self._nifti_header.get_data_dtype()
             if scaling is None:
@@ -390,6 +418,8 @@ class ScanWriter:
                 pass
             if os.path.exists(f.name):
                 os.remove(f.name)
+        if isinstance(self._stream, DicomSeriesStream):
+            self._stream.abort()
         self._spool = None
         if os.path.exists(self._spool_path):
             os.remove(self._spool_path)

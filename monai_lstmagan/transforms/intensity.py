@@ -20,7 +20,9 @@ from monai.transforms import Compose, LoadImaged, MapTransform, Orientationd
 from monai.utils import convert_to_dst_type, convert_to_tensor
 from scipy import ndimage
 
-from monai_lstmagan.io.scans import BadVolumeError, check_file, voxel_problem
+from monai_lstmagan.io.dicom import DICOM_FORMAT
+from monai_lstmagan.io.paths import scan_format
+from monai_lstmagan.io.scans import BadVolumeError, check_file, read_scan, voxel_problem
 
 __all__ = [
     "CT_WINDOW",
@@ -107,7 +109,10 @@ class LoadVolumed(MapTransform):
     ``.nrrd``, nibabel for ``.nii``/``.nii.gz``), channel first. A 4D image keeps its first volume (index 0
     of the 4th axis) with a warning, the rule inference follows too. Raises ``ValueError`` naming the file
     for a damaged file, a 2D image (or a single slice), NaN/Inf voxels or a constant image
-    (:func:`monai_lstmagan.io.scans.voxel_problem`), and ``RuntimeError`` when the reader fails.
+    (:func:`monai_lstmagan.io.scans.voxel_problem`), and ``RuntimeError`` when the reader fails. A DICOM scan
+    (a series folder, a multi-frame file, a DICOMDIR, ``FOLDER#<SeriesInstanceUID>``) is read by the one reader,
+    :func:`monai_lstmagan.io.scans.read_scan` (pydicom; rescaled, sorted along the slice normal), not by MONAI's
+    readers, so training sees the voxels and affine inference sees.
 
     Args:
         keys: keys holding file paths.
@@ -121,6 +126,14 @@ class LoadVolumed(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             path = str(d[key])
+            if scan_format(path) == DICOM_FORMAT:
+                try:
+                    scan = read_scan(path)
+                except ValueError as e:
+                    raise ValueError(f"Volume {e}") from e
+                array = torch.from_numpy(np.ascontiguousarray(scan.array, dtype=np.float32))[None]
+                d[key] = MetaTensor(array, affine=torch.as_tensor(scan.affine), meta={"filename_or_obj": path})
+                continue
             try:
                 check_file(path)
             except BadVolumeError as e:
