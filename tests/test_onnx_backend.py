@@ -45,7 +45,7 @@ def _sample_ct_slices(sample_data_dir, count: int = 2) -> torch.Tensor:
 def test_shipped_models_match_eager_pytorch_on_real_slices(sample_data_dir, scale):
     generator = load_in_plane_model(pretrained_model_path(scale))
     slices = _sample_ct_slices(sample_data_dir)
-    runner = slice_forward(generator, CPU)
+    runner = slice_forward(generator, CPU.with_(backend="onnxruntime"))
     assert isinstance(runner, OnnxGenerator)
     with torch.inference_mode():
         expected = generator(slices)
@@ -106,6 +106,18 @@ def test_an_unwritable_cache_exports_for_the_process_only(tmp_path, monkeypatch)
     x = torch.rand(1, 1, 12, 12)
     with torch.inference_mode():
         assert float((runner(x) - generator(x)).abs().max()) < MAX_ABS_DIFFERENCE
+
+
+def test_auto_runs_onnx_runtime_for_large_slices_only(graph_cache):
+    generator = LSTMAGANGenerator(scale=2, num_blocks=1, channels=8, growth=4, dense_layers=2).eval()
+    torch.nn.init.normal_(generator.tail.weight, std=0.05)
+    forward = slice_forward(generator, CPU)
+    small, large = torch.rand(1, 1, 64, 64), torch.rand(1, 1, 384, 384)
+    with torch.inference_mode():
+        assert float((forward(small) - generator(small)).abs().max()) < MAX_ABS_DIFFERENCE
+        assert not os.path.isdir(graph_cache)  # PyTorch ran it: no graph exported
+        assert float((forward(large) - generator(large)).abs().max()) < MAX_ABS_DIFFERENCE
+    assert os.listdir(graph_cache) == [generator_fingerprint(generator)]
 
 
 def test_backend_choice():

@@ -35,12 +35,19 @@ from monai_lstmagan.networks.generator import LSTMAGANGenerator
 __all__ = [
     "STRIP_HALO",
     "STRIP_OUTPUT_PIXELS",
+    "ONNX_MIN_SLICE_PIXELS",
     "uses_channels_last",
     "run_in_strips",
     "strip_forward",
     "resolve_backend",
     "slice_forward",
 ]
+
+
+#: ``backend="auto"`` runs ONNX Runtime for slices of at least this many pixels, PyTorch for smaller ones: measured
+#: end to end on this project's CPU (``docs/benchmark_inference.md``), ONNX Runtime was 1.15-1.3x faster than
+#: PyTorch's channels_last on 512x512 slices and 0.85-0.9x as fast on 256x256 ones; the threshold lies between.
+ONNX_MIN_SLICE_PIXELS = 384 * 384
 
 
 def uses_channels_last(device: torch.device) -> bool:
@@ -80,17 +87,36 @@ def slice_forward(
 ) -> Callable[[torch.Tensor], torch.Tensor]:
     """The fast ``[N, 1, h, w] -> [N, 1, h*s, w*s]`` of ``generator`` on ``options.torch_device`` (eval mode).
 
-    ``options.backend`` chooses PyTorch (channels_last on the CPU, strips) or ONNX Runtime
+    ``options.backend`` chooses PyTorch (channels_last on the CPU, strips, the folded tail) or ONNX Runtime
     (:class:`~monai_lstmagan.inference.onnx_backend.OnnxGenerator`, the same strips); see :func:`resolve_backend`.
+    With ``auto`` and ONNX Runtime available, slices below :data:`ONNX_MIN_SLICE_PIXELS` run in PyTorch.
     ``cache_graphs=False`` keeps ONNX graphs of weights used once out of the cache. Call it under
     ``torch.inference_mode()``. ``generator`` itself is not changed (a copy is converted).
     """
     device = options.torch_device
     model = generator.to(device).eval()
-    if resolve_backend(options.backend, model, device, options.amp) == "onnxruntime":
-        if options.amp:
-            raise ValueError("--amp (autocast) runs in PyTorch: use it with --backend torch or auto.")
+    backend = resolve_backend(options.backend, model, device, options.amp)
+    if backend == "onnxruntime" and options.amp:
+        raise ValueError("--amp (autocast) runs in PyTorch: use it with --backend torch or auto.")
+    if backend == "onnxruntime" and options.backend == "onnxruntime":
         return OnnxGenerator(model, cache=cache_graphs)
+    torch_forward = _torch_forward(model, device)
+    if backend == "torch":
+        return torch_forward
+    runners: list[OnnxGenerator] = []  # auto: the graph is made at the first slice large enough to use it
+
+    def auto_forward(x: torch.Tensor) -> torch.Tensor:
+        if x.shape[-2] * x.shape[-1] < ONNX_MIN_SLICE_PIXELS:
+            return torch_forward(x)
+        if not runners:
+            runners.append(OnnxGenerator(model, cache=cache_graphs))
+        return runners[0](x)
+
+    return auto_forward
+
+
+def _torch_forward(model: torch.nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The PyTorch path of :func:`slice_forward`: channels_last on the CPU, strips and the folded tail."""
     channels_last = uses_channels_last(device)
     if channels_last:
         model = copy.deepcopy(model).to(memory_format=torch.channels_last)
