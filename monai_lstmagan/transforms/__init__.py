@@ -3,6 +3,7 @@
 - :mod:`~monai_lstmagan.transforms.ops`: the bicubic / Keys cubic operators (the one copy; the generators import it);
 - :mod:`~monai_lstmagan.transforms.intensity`: loading, RAS orientation, intensity normalisation, foreground masks;
 - :mod:`~monai_lstmagan.transforms.in_plane`: axial slice sequences and their bicubic LR (training, validation);
+- :mod:`~monai_lstmagan.transforms.augment`: training augmentation (rotation, pixel size, intensity, stored levels);
 - :mod:`~monai_lstmagan.transforms.through_plane`: SMORE training pairs and simulated thick-slice stacks;
 - :mod:`~monai_lstmagan.transforms.slice_profile`: slice-profile degradation and interpolation along one axis;
 - :mod:`~monai_lstmagan.transforms.sampling`: index windows and foreground-centred crops.
@@ -10,6 +11,12 @@
 Every public name is importable from here (``monai_lstmagan.transforms.train_transforms`` in the configs).
 """
 
+from monai_lstmagan.transforms.augment import (
+    AugmentationSettings,
+    RandSliceAugmentd,
+    RandStoredLevelsd,
+    augmentation_settings,
+)
 from monai_lstmagan.transforms.in_plane import (
     MakeLowResolutiond,
     RandSliceSequenced,
@@ -41,6 +48,10 @@ from monai_lstmagan.transforms.through_plane import (
 )
 
 __all__ = [
+    "AugmentationSettings",
+    "RandSliceAugmentd",
+    "RandStoredLevelsd",
+    "augmentation_settings",
     "CT_WINDOW",
     "MR_PERCENTILES",
     "MODALITIES",

@@ -15,6 +15,12 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import Compose, MapTransform, Randomizable
 
+from monai_lstmagan.transforms.augment import (
+    AugmentationSettings,
+    RandSliceAugmentd,
+    RandStoredLevelsd,
+    augmentation_settings,
+)
 from monai_lstmagan.transforms.intensity import source_name, volume_transforms
 from monai_lstmagan.transforms.ops import bicubic_downsample
 from monai_lstmagan.transforms.sampling import as_stack, crop_window, foreground_voxel
@@ -181,24 +187,34 @@ class MakeLowResolutiond(MapTransform):
 
 
 def sample_transforms(
-    scale: int, num_slices: int = 16, crop_size: int | Sequence[int] = 96, foreground_prob: float = 0.9
+    scale: int,
+    num_slices: int = 16,
+    crop_size: int | Sequence[int] = 96,
+    foreground_prob: float = 0.9,
+    augment: AugmentationSettings | Mapping | None = None,
 ) -> Compose:
     """The random part of :func:`train_transforms`, for volumes prepared once (:mod:`monai_lstmagan.data.cache`).
 
     Input ``"image"`` and ``"mask"`` ``[1, X, Y, Z]`` (tensors, or a prepared volume's channels); output as
-    :func:`train_transforms`. Args as :func:`train_transforms`.
+    :func:`train_transforms`. Args as :func:`train_transforms`, plus ``augment``: the training augmentation
+    (:class:`~monai_lstmagan.transforms.augment.AugmentationSettings` or its fields as a dict; None: none, the
+    samples of an unaugmented training).
     """
     crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
     if crop[0] % scale or crop[1] % scale:
         raise ValueError(f"crop_size {crop} must be divisible by the scale {scale}.")
+    settings = augmentation_settings(augment)
     return Compose(
         [
             RandSliceSequenced(
-                ("image", "mask"), num_slices=num_slices, crop_size=crop, foreground_prob=foreground_prob
+                ("image", "mask"), num_slices=num_slices, crop_size=settings.source_crop(crop, scale),
+                foreground_prob=foreground_prob,
             ),
+            *([RandSliceAugmentd(settings, crop)] if settings.on_hr else []),
             MakeLowResolutiond("hr", "lr", scale=scale),
+            *([RandStoredLevelsd(settings)] if settings.on_lr else []),
         ]
-    )
+    )  # fmt: skip
 
 
 def train_transforms(
