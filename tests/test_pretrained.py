@@ -38,6 +38,20 @@ def test_shipped_model_beats_bicubic_on_every_sample_volume(scale, tmp_path):
         assert psnr[(volume, "sr")] > psnr[(volume, "bicubic")] + 0.5, (volume, psnr)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("scale", sorted(PRETRAINED_FILES))
+@pytest.mark.parametrize(
+    "modality, variant", [("ct", "coarser pixels"), ("mr", "coarser pixels"), ("mr", "uint8"), ("mr", "other contrast")]
+)
+def test_shipped_model_beats_bicubic_on_augmented_copies(scale, modality, variant, tmp_path):
+    """Through ``lstmagan-sr``: another pixel size, uint8 storage, another MR contrast, LR stored in the voxel type
+    (``monai_lstmagan.bench.generalisation``; copies of the training scans: robustness, not other patients)."""
+    from monai_lstmagan.bench.generalisation import variant_gain
+
+    result = variant_gain(pretrained_model_path(scale), scale, modality, variant, str(tmp_path), slices=8)
+    assert result["gain"] > 1.0, result
+
+
 @pytest.mark.parametrize("scale", sorted(PRETRAINED_FILES))
 def test_bundle_models_are_the_shipped_files(scale):
     generator, info = load_generator(BUNDLE_MODELS[scale], expected_scale=scale)
