@@ -112,17 +112,20 @@ def _modality_of(dicom_modality: str) -> str:
     return {"CT": "ct", "MR": "mr"}.get(dicom_modality.upper(), "auto")
 
 
+def _selected_series(entry: str | os.PathLike, series: str | None) -> list[tuple[str, dict]]:
+    """``(scan name, series info of list_series)`` of the series of a DICOM input that ``series`` selects."""
+    try:
+        listed = {s["uid"]: s for s in list_series(entry)}
+    except DicomError as e:
+        raise ValueError(f"'{entry}' {e}.") from e
+    return [(name, listed[split_series(name)[1] or next(iter(listed))]) for name in expand_series(entry, series)]
+
+
 def _dicom(files: list[Path], root: Path, series: str | None = "all") -> list[tuple[str, Path, str]]:
     """``(patient, scan name, modality)`` of every DICOM series under ``root`` (one series = one volume)."""
     found = []
     for folder in _dicom_folders(files):
-        try:
-            listed = {s["uid"]: s for s in list_series(folder)}
-        except DicomError as e:
-            raise ValueError(f"'{folder}' {e}.") from e
-        for name in expand_series(folder, series):
-            uid = split_series(name)[1] or next(iter(listed))
-            info = listed[uid]
+        for name, info in _selected_series(folder, series):
             patient = info["patient"] or folder.relative_to(root).as_posix()
             found.append((patient, Path(name), _modality_of(info["modality"])))
     return found
@@ -247,13 +250,8 @@ def collect_inputs(
     found: list[tuple[str, str]] = []
     for entry in inputs:
         if is_dicom(entry):
-            try:
-                listed = {s["uid"]: s for s in list_series(entry)}
-            except DicomError as e:
-                raise ValueError(f"'{entry}' {e}.") from e
-            for name in expand_series(entry, series):
-                uid = split_series(name)[1] or next(iter(listed))
-                own = _modality_of(listed[uid]["modality"])
+            for name, info in _selected_series(entry, series):
+                own = _modality_of(info["modality"])
                 base, selected = split_series(name)
                 name = os.path.abspath(base) + (SERIES_SEPARATOR + selected if selected else "")
                 found.append((name, modality if modality != "auto" else own))
