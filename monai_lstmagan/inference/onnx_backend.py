@@ -200,13 +200,15 @@ class OnnxGenerator:
         if self.folder is not None:
             try:
                 (self._trunk,) = _sessions(self.folder, threads)
-                self.check() if check else None
+                if check:
+                    self.check()
             except Exception as e:  # a damaged or replaced cached graph: export it again, once
                 logger.warning("the cached ONNX graphs in %s are unusable (%s); exporting them again", self.folder, e)
                 shutil.rmtree(self.folder, ignore_errors=True)
                 self.folder = _cached_graphs(self.generator, cache_dir)
                 (self._trunk,) = _sessions(self.folder, threads)
-                self.check() if check else None
+                if check:
+                    self.check()
         else:  # weights used once, or no writable cache: graphs exported for this process, then removed
             folder = tempfile.mkdtemp(prefix="lstmagan-onnx-")
             try:
@@ -214,7 +216,8 @@ class OnnxGenerator:
                 (self._trunk,) = _sessions(folder, threads)
             finally:
                 shutil.rmtree(folder, ignore_errors=True)
-            self.check() if check else None
+            if check:
+                self.check()
 
     def trunk(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, 1, h, w] -> [N, C, h, w]`` features."""
