@@ -145,6 +145,7 @@ class DetailMetricAccumulator:
     def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
         """Add a chunk: ``pred``, ``target``, ``mask`` ``[n, 1, H, W]`` (mask nonzero = foreground)."""
         _check(pred, target, mask, "detail metrics")
+        pred, target, mask = (x.as_tensor() if hasattr(x, "as_tensor") else x for x in (pred, target, mask))
         pred, target = pred.detach().float().cpu(), target.detach().float().cpu()
         foreground = (mask.detach() > 0).cpu()
         regions = {"foreground": foreground, "whole": torch.ones_like(foreground)}

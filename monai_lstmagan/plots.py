@@ -29,7 +29,7 @@ from scipy.ndimage import uniform_filter  # noqa: E402
 
 from monai_lstmagan.losses import G_LOSS_KEYS, LossKeys  # noqa: E402
 
-__all__ = ["plot_training_curves", "plot_comparison", "read_epoch_means", "choose_inset"]
+__all__ = ["plot_training_curves", "plot_comparison", "plot_spectrum_ratio", "read_epoch_means", "choose_inset"]
 
 LOSS_COLUMNS = (*G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY)
 LOSS_TITLES = {
@@ -342,3 +342,41 @@ def plot_comparison(
     fig.savefig(out_path, dpi=110)
     plt.close(fig)
     return out_path
+
+
+def plot_spectrum_ratio(
+    bin_edges: Sequence[float], ratios: Mapping[str, Sequence[float | None]], out_path: str, scale: int, title: str = ""
+) -> str:
+    """Write the radial spectrum ratio SR/HR against frequency, one line per method (log y axis).
+
+    Args:
+        bin_edges: the radial bin edges in cycles per HR pixel (``len(ratio) + 1`` values, up to 0.5).
+        ratios: ``{method: energy ratio per bin}`` (``None`` where HR has no energy), e.g. the
+            ``radial_spectrum`` of an evaluation summary.
+        out_path: PNG file to write (its folder is created).
+        scale: the LR factor: the LR Nyquist ``1/(2 scale)`` and the band edge ``1/(4 scale)`` are marked.
+        title: figure title.
+
+    Returns:
+        ``out_path``.
+    """
+    edges = np.asarray(bin_edges, dtype=float)
+    centres = (edges[:-1] + edges[1:]) / 2
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for method, ratio in ratios.items():
+        values = np.asarray([np.nan if v is None else v for v in ratio], dtype=float)
+        values[values <= 0] = np.nan
+        ax.plot(centres, values, marker=".", label=method)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.axvline(1 / (2 * scale), color="grey", linestyle="--", linewidth=0.8, label=f"LR Nyquist 1/{2 * scale}")
+    ax.axvline(1 / (4 * scale), color="grey", linestyle=":", linewidth=0.8, label=f"1/{4 * scale}")
+    ax.set_yscale("log")
+    ax.set_xlim(0, 0.5)
+    ax.set_xlabel("radial frequency (cycles / HR pixel)")
+    ax.set_ylabel("spectral energy SR / HR (foreground)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
+    return _save(fig, out_path)[0]

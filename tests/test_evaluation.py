@@ -16,6 +16,14 @@ import torch
 from volume_factory import ct_volume, mr_volume, write_mhd
 
 from monai_lstmagan.checkpoints import save_generator
+from monai_lstmagan.detail_metrics import (
+    DETAIL_METRICS,
+    LIBRARY_METRICS,
+    frequency_bands,
+    library_metrics,
+    log_kernel,
+    volume_detail_metrics,
+)
 from monai_lstmagan.evaluation import METRICS_COLUMNS, evaluate, select_volumes, summarize
 from monai_lstmagan.metrics import SSIM_SIGMA, SSIM_WINDOW, volume_metrics
 from monai_lstmagan.networks import LSTMAGANGenerator
@@ -85,6 +93,101 @@ def test_ssim_whole_matches_monai_and_foreground_is_masked_mean():
         volume_metrics(pred[:, :, :, :20], target, mask)
 
 
+def _textured_volume(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """HR slices ``[6, 1, 64, 72]`` with detail up to the HR Nyquist (lightly smoothed noise) and a foreground mask."""
+    g = torch.Generator().manual_seed(seed)
+    hr = torch.nn.functional.avg_pool2d(torch.rand((6, 1, 64, 72), generator=g), 3, stride=1, padding=1)
+    mask = torch.zeros_like(hr)
+    mask[:, :, 6:58, 10:60] = 1
+    return hr, mask
+
+
+def _gaussian_blur(image: torch.Tensor, sigma: float = 1.5) -> torch.Tensor:
+    x = torch.arange(-6, 7, dtype=torch.float32)
+    k = torch.exp(-(x**2) / (2 * sigma**2))
+    k = k / k.sum()
+    padded = torch.nn.functional.pad(image, (6, 6, 6, 6), mode="replicate")
+    return torch.nn.functional.conv2d(padded, (k[:, None] * k[None, :])[None, None])
+
+
+def test_detail_metrics_of_hr_against_itself_are_exact():
+    hr, mask = _textured_volume()
+    for region, values in volume_detail_metrics(hr, hr, mask, scale=2).result().items():
+        assert set(values) == set(DETAIL_METRICS)
+        assert values["spectral_high"] == pytest.approx(1.0, abs=1e-6), region
+        assert values["spectral_mid"] == pytest.approx(1.0, abs=1e-6), region
+        assert values["gradient_ratio"] == pytest.approx(1.0, abs=1e-6), region
+        assert values["spectral_error_high"] == 0.0 and values["hfen"] == 0.0, region
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_detail_metrics_see_blur_and_do_not_reward_noise(scale):
+    hr, mask = _textured_volume()
+    blurred = volume_detail_metrics(_gaussian_blur(hr), hr, mask, scale).result()["foreground"]
+    assert blurred["spectral_high"] < 0.3  # a blurred copy has lost most of the energy above the LR Nyquist
+    assert blurred["spectral_mid"] < 1.0
+    assert blurred["gradient_ratio"] < 0.8
+    assert blurred["hfen"] > 0.3
+    g = torch.Generator().manual_seed(1)
+    noisy = hr + 0.1 * torch.randn(hr.shape, generator=g)  # invented "detail": white noise
+    noise = volume_detail_metrics(noisy, hr, mask, scale).result()["foreground"]
+    assert noise["spectral_high"] > 1.2  # more high-band energy than HR...
+    assert noise["spectral_error_high"] > 0.2  # ... but the band-limited error sees that it is not HR's
+    assert noise["hfen"] > 0.0
+    weaker = volume_detail_metrics(hr + 0.03 * torch.randn(hr.shape, generator=g), hr, mask, scale).result()
+    assert weaker["foreground"]["spectral_error_high"] < noise["spectral_error_high"]  # grows with the noise
+
+
+def test_detail_metrics_do_not_depend_on_chunks_or_the_background():
+    hr, mask = _textured_volume()
+    pred = _gaussian_blur(hr, 0.8)
+    whole = volume_detail_metrics(pred, hr, mask, scale=2).result()
+    chunked = volume_detail_metrics(pred, hr, mask, scale=2, chunk=4).result()
+    for region in whole:
+        for metric in DETAIL_METRICS:
+            assert chunked[region][metric] == pytest.approx(whole[region][metric], rel=1e-9)
+    other_background = pred.clone()
+    other_background[mask == 0] = 0.0  # outside the mask SR may be anything: the foreground numbers ignore it
+    spectral = volume_detail_metrics(other_background, hr, mask, scale=2).result()["foreground"]
+    assert spectral["spectral_high"] == pytest.approx(whole["foreground"]["spectral_high"], rel=1e-6)
+    assert spectral["hfen"] != whole["foreground"]["hfen"]  # the LoG (15x15) sees across the mask edge: documented
+    empty = volume_detail_metrics(pred, hr, torch.zeros_like(mask), scale=2).result()["foreground"]
+    assert all(math.isnan(v) for v in empty.values())
+
+
+def test_detail_metric_definitions():
+    assert frequency_bands(4) == {"high": (0.125, 0.5), "mid": (0.0625, 0.125)}
+    kernel = log_kernel()
+    assert kernel.shape == (1, 1, 15, 15) and abs(float(kernel.sum())) < 1e-12
+    assert float(kernel[0, 0, 7, 7]) == pytest.approx(float(kernel.min()))  # negative centre, as fspecial('log')
+    with pytest.raises(ValueError, match="LR factor"):
+        frequency_bands(0)
+    with pytest.raises(ValueError, match=r"\[N, 1, H, W\]"):
+        volume_detail_metrics(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 9), torch.zeros(2, 1, 8, 9), 2)
+
+
+def test_library_metrics_are_torchmetrics_or_nan():
+    hr = torch.nn.functional.avg_pool2d(
+        torch.rand((2, 1, 192, 184), generator=torch.Generator().manual_seed(0)), 3, 1, 1
+    )
+    mask = torch.ones_like(hr)
+    mask[:, :, :, :4] = 0
+    blurred = library_metrics(_gaussian_blur(hr), hr, mask)
+    same = library_metrics(hr, hr, mask)
+    try:
+        import torchmetrics  # noqa: F401
+    except ImportError:
+        assert all(math.isnan(v) for r in same.values() for v in r.values())
+        pytest.skip("torchmetrics (the iqa extra) is not installed: ms_ssim and vif are NaN, as checked")
+    for region in ("foreground", "whole"):
+        assert set(same[region]) == set(LIBRARY_METRICS)
+        assert same[region]["ms_ssim"] == pytest.approx(1.0, abs=1e-5)
+        assert same[region]["vif"] == pytest.approx(1.0, abs=1e-4)
+        assert blurred[region]["ms_ssim"] < 0.95 and blurred[region]["vif"] < 0.8
+    small = library_metrics(hr[..., :64, :64], hr[..., :64, :64], mask[..., :64, :64])
+    assert math.isnan(small["whole"]["ms_ssim"]) and small["whole"]["vif"] == pytest.approx(1.0, abs=1e-4)
+
+
 def test_summarize_mean_and_sample_std():
     rows = [
         {"volume": v, "method": "sr", "region": r, "psnr": p, "ssim": s}
@@ -150,6 +253,19 @@ def test_evaluate_extra_checkpoint_and_saved_volumes(tmp_path, tiny_models):
     other = {r["region"]: float(r["psnr"]) for r in rows if r["method"] == "mse_only"}
     assert sr != other  # two different generators were run
     assert summary["num_volumes"] == 1 and summary["scale"] == 2
+    assert tuple(rows[0]) == METRICS_COLUMNS
+    for row in rows:  # the detail metrics of every method and region: finite, and in their ranges
+        values = {k: float(row[k]) for k in DETAIL_METRICS}
+        assert all(math.isfinite(v) for v in values.values()), row
+        assert values["spectral_high"] > 0 and values["hfen"] > 0 and values["gradient_ratio"] > 0, row
+    fg = {r["method"]: r for r in rows if r["region"] == "foreground"}
+    assert fg["sr"]["hfen"] != fg["mse_only"]["hfen"] != fg["bicubic"]["hfen"]  # computed per method
+    assert set(summary["metrics"]["mse_only"]["foreground"]) >= set(DETAIL_METRICS) | set(LIBRARY_METRICS)
+    assert summary["metrics"]["sr"]["foreground"]["hfen"]["count"] == 1
+    ratio = summary["radial_spectrum"]["ratio"]
+    assert set(ratio) == {"bicubic", "sr", "mse_only"} and len(ratio["sr"]) + 1 == len(
+        summary["radial_spectrum"]["bin_edges"]
+    )
     hr = nib.load(str(out / "volumes" / "head_hr.nii.gz"))
     lr = nib.load(str(out / "volumes" / "head_lr.nii.gz"))
     assert hr.shape == (32, 30, 3) and lr.shape == (16, 15, 3)  # centre crop of 33 to a multiple of 2

@@ -10,12 +10,17 @@ Protocol (``docs/design.md``):
   ``transforms.bicubic_upsample`` of LR, SR = the generator on LR (and any extra
   generators, e.g. the MSE-only model); every output is clamped to [0, 1];
 - metrics per volume with ``data_range = 1`` (on grayscale images the paper's "Y channel" is the
-  image itself): foreground and whole-image PSNR / SSIM of :mod:`monai_lstmagan.metrics`.
+  image itself): foreground and whole-image PSNR / SSIM of :mod:`monai_lstmagan.metrics`, and the metrics
+  that see fine detail and invented detail, :mod:`monai_lstmagan.detail_metrics` (spectral energy ratios
+  above and below the LR Nyquist, the high-band spectral error, the gradient ratio, HFEN; MS-SSIM and VIF of
+  torchmetrics when the ``iqa`` extra is installed, else NaN).
 
-Outputs in ``output_dir``: ``metrics.csv`` (long format ``volume,method,region,psnr,ssim``),
-``summary.json`` (mean and sample standard deviation over volumes per method and region, and the
-number of volumes; a non-finite mean, e.g. an infinite PSNR of a perfect copy, is written as ``null``),
-``figures/<volume>.png`` (comparison panel of the slice with the largest foreground) and, with ``save_volumes``,
+Outputs in ``output_dir``: ``metrics.csv`` (long format, :data:`~monai_lstmagan.evaluation.report.METRICS_COLUMNS`:
+``volume,method,region,psnr,ssim,spectral_high,...``), ``summary.json`` (mean and sample standard deviation over
+volumes per method, region and metric, and the number of volumes; a non-finite mean, e.g. an infinite PSNR of a
+perfect copy, is written as ``null``; ``radial_spectrum``: the foreground SR/HR energy ratio per radial frequency
+bin, summed over the volumes, per method), ``figures/<volume>.png`` (comparison panel of the slice with the
+largest foreground), ``figures/spectrum_ratio.png`` (that ratio against frequency) and, with ``save_volumes``,
 ``volumes/<volume>_{hr,lr,bicubic,sr,...}.nii.gz``
 (normalised [0, 1] intensities, RAS geometry of the cropped HR / LR grids).
 """
@@ -34,13 +39,14 @@ from tqdm import tqdm
 from monai_lstmagan.checkpoints import load_generator
 from monai_lstmagan.data.datalist import load_datalist, split_by_patient
 from monai_lstmagan.data.discovery import find_volumes
+from monai_lstmagan.detail_metrics import library_metrics, library_metrics_note, radial_bin_edges, volume_detail_metrics
 from monai_lstmagan.evaluation.report import RESERVED_METHODS, save_volume, volume_name, write_results
 from monai_lstmagan.inference.in_plane import super_resolve_volume
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.io.geometry import upsampled_affine
 from monai_lstmagan.io.paths import check_output_dir
 from monai_lstmagan.metrics import REGIONS, SSIM_WINDOW, volume_metrics
-from monai_lstmagan.plots import plot_comparison
+from monai_lstmagan.plots import plot_comparison, plot_spectrum_ratio
 from monai_lstmagan.transforms.in_plane import MakeLowResolutiond, centre_crop_bounds
 from monai_lstmagan.transforms.intensity import volume_transforms
 from monai_lstmagan.transforms.ops import bicubic_upsample
@@ -155,6 +161,7 @@ def evaluate(
 
     rows: list[dict[str, Any]] = []
     used_names: set[str] = set()
+    radial: dict[str, list[torch.Tensor]] = {}  # method -> [SR energy per bin, HR energy per bin], over volumes
     for item in tqdm(items, desc="evaluating", unit="volume", disable=not progress):
         name = volume_name(item, used_names)
         data = volume_transforms(item.get("modality", modality))(
@@ -181,8 +188,15 @@ def evaluate(
         slice_mask = mask_volume[0].permute(2, 0, 1).unsqueeze(1)
         for method, pred in outputs.items():
             metrics = volume_metrics(pred, hr, slice_mask)
+            detail = volume_detail_metrics(pred, hr, slice_mask, scale)
+            fidelity = library_metrics(pred, hr, slice_mask)
+            for region, values in detail.result().items():
+                metrics[region].update(values, **fidelity[region])
             for region in REGIONS:
                 rows.append({"volume": name, "method": method, "region": region, **metrics[region]})
+            energies = radial.setdefault(method, [0.0, 0.0])
+            for k, energy in enumerate(detail.radial_energy("foreground")):
+                energies[k] = energies[k] + energy
 
         if figures:
             z = int(torch.argmax(slice_mask.sum(dim=(1, 2, 3))))
@@ -208,6 +222,15 @@ def evaluate(
                     pred[:, 0].permute(1, 2, 0).unsqueeze(0), hr_affine, os.path.join(folder, f"{name}_{method}.nii.gz")
                 )
 
+    radial_ratio = {
+        method: [float(p / t) if t > 0 else None for p, t in zip(pred.tolist(), target.tolist())]
+        for method, (pred, target) in radial.items()
+    }
+    if figures and radial_ratio:
+        plot_spectrum_ratio(
+            radial_bin_edges(), radial_ratio, os.path.join(output_dir, "figures", "spectrum_ratio.png"), scale,
+            title=f"radial spectrum SR / HR, foreground, {len(items)} volume(s), x{scale}",
+        )  # fmt: skip
     return write_results(output_dir, rows, {
         "num_volumes": len(items),
         "volumes": sorted(used_names),
@@ -216,5 +239,8 @@ def evaluate(
         "checkpoint": os.path.abspath(ckpt_path),
         "extra_checkpoints": {k: os.path.abspath(v) for k, v in extra_checkpoints.items()},
         "protocol": "per-volume PSNR/SSIM on normalised [0,1] intensities; foreground = body/head mask; "
-        "SSIM 2D per axial slice, 11x11 Gaussian window (sigma 1.5); std = sample std over volumes",
+        "SSIM 2D per axial slice, 11x11 Gaussian window (sigma 1.5); std = sample std over volumes; "
+        "detail metrics: monai_lstmagan.detail_metrics (docs/evaluation.md)",
+        "library_metrics": library_metrics_note(),
+        "radial_spectrum": {"bin_edges": radial_bin_edges(), "region": "foreground", "ratio": radial_ratio},
     })  # fmt: skip

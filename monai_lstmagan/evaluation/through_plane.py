@@ -30,7 +30,7 @@ from monai.data import MetaTensor
 from tqdm import tqdm
 
 from monai_lstmagan.evaluation.in_plane import select_volumes
-from monai_lstmagan.evaluation.report import volume_name, write_results
+from monai_lstmagan.evaluation.report import PSNR_SSIM_COLUMNS, volume_name, write_results
 from monai_lstmagan.inference.options import InferenceOptions
 from monai_lstmagan.inference.through_plane import (  # fmt: skip
     DEFAULT_FINE_TUNE_ITERATIONS,
@@ -169,4 +169,4 @@ def evaluate_through_plane(
         "protocol": "thick slices simulated along Z from the volume's slices with the slice profile; per-volume "
         "PSNR/SSIM on normalised [0,1] intensities against those slices; foreground = body/head mask; SSIM 2D "
         "on the planes of fixed X, 11x11 Gaussian window (sigma 1.5); std = sample std over volumes",
-    })  # fmt: skip
+    }, columns=PSNR_SSIM_COLUMNS)  # fmt: skip
