@@ -12,6 +12,7 @@ from ignite.engine import Engine, Events
 from monai.handlers import CheckpointSaver
 
 from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.detail_metrics import volume_detail_metrics
 from monai_lstmagan.engines import LSTMAGANTrainer as AdversarialTrainer
 from monai_lstmagan.handlers import (
     ITERATION_COLUMNS,
@@ -20,7 +21,9 @@ from monai_lstmagan.handlers import (
     GeneratorCheckpoint,
     GeneratorEMA,
     NonFiniteLossGuard,
+    StreamingVolumeMetrics,
 )
+from monai_lstmagan.handlers.metrics import VALIDATION_DETAIL_METRICS
 from monai_lstmagan.losses import HybridLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
 
@@ -111,6 +114,53 @@ def test_csv_logger_writes_rows_and_continues_after_resume(tmp_path):
     rows = read_rows(path)
     assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [float(r["loss"]) for r in rows] == [1.0, 2.0, 103.0, 104.0, 105.0, 106.0]
+
+
+def test_csv_logger_resuming_a_file_of_older_columns_rewrites_its_header(tmp_path):
+    path = tmp_path / "validation.csv"
+    path.write_text("epoch,psnr_sr\n1,30.0\n")  # written before the detail metrics were logged
+    engine = Engine(lambda e, b: None)
+    engine.add_event_handler(Events.EPOCH_COMPLETED, lambda e: e.state.metrics.update(psnr_sr=31.0, hfen_fg_sr=0.2))
+    CSVLogger(str(path), ("epoch", "psnr_sr", "hfen_fg_sr"), source="metrics").attach(engine)
+    engine.add_event_handler(Events.STARTED, lambda e: setattr(e.state, "epoch", 1))
+    engine.run([0], max_epochs=2)
+    rows = read_rows(path)
+    assert list(rows[0]) == ["epoch", "psnr_sr", "hfen_fg_sr"]
+    assert [(r["epoch"], r["psnr_sr"], r["hfen_fg_sr"]) for r in rows] == [("1", "30.0", "nan"), ("2", "31.0", "0.2")]
+
+
+def test_validation_logs_the_detail_metrics_of_whole_volumes_from_chunks():
+    g = torch.Generator().manual_seed(0)
+    hr = [torch.nn.functional.avg_pool2d(torch.rand((n, 1, 40, 36), generator=g), 3, 1, 1) for n in (7, 5)]
+    masks = [torch.ones_like(v) for v in hr]
+    for m in masks:
+        m[:, :, :4] = 0
+
+    def blur(x):
+        return torch.nn.functional.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+
+    engine = Engine(lambda e, b: None)
+    handler = StreamingVolumeMetrics(pred_keys={"sr": "pred"}, scale=2)
+    handler.reset()
+    for index, (volume, mask) in enumerate(zip(hr, masks)):
+        for start in range(0, volume.shape[0], 3):  # chunks of 3 slices
+            part = slice(start, start + 3)
+            engine.state.output = [{"pred": blur(volume[part]), "label": volume[part], "fg_mask": mask[part],
+                                    "volume_index": torch.tensor(index)}]  # fmt: skip
+            handler.update(engine)
+    engine.state.metrics = {}
+    handler.completed(engine)
+    per_volume = [volume_detail_metrics(blur(v), v, m, 2).result()["foreground"] for v, m in zip(hr, masks)]
+    for metric in VALIDATION_DETAIL_METRICS:
+        expected = sum(r[metric] for r in per_volume) / 2
+        assert engine.state.metrics[f"{metric}_fg_sr"] == pytest.approx(expected, rel=1e-9), metric
+    assert engine.state.metrics["spectral_high_fg_sr"] < 0.5 and engine.state.metrics["hfen_fg_sr"] > 0.1
+    no_scale = StreamingVolumeMetrics(pred_keys={"sr": "pred"})
+    no_scale.reset()
+    no_scale.update(engine)
+    engine.state.metrics = {}
+    no_scale.completed(engine)
+    assert "psnr_fg_sr" in engine.state.metrics and "hfen_fg_sr" not in engine.state.metrics
 
 
 def test_generator_checkpoint_latest_and_best(tmp_path):

@@ -27,6 +27,7 @@ ITERATION_COLUMNS = (
 VALIDATION_COLUMNS = (
     "epoch", "psnr_fg_sr", "psnr_fg_bicubic", "ssim_fg_sr", "ssim_fg_bicubic",
     "psnr_sr", "psnr_bicubic", "ssim_sr", "ssim_bicubic",
+    "spectral_high_fg_sr", "spectral_high_fg_bicubic", "spectral_error_high_fg_sr", "hfen_fg_sr", "hfen_fg_bicubic",
 )  # fmt: skip
 
 
@@ -66,13 +67,17 @@ class CSVLogger:
         engine.add_event_handler(event, self)
 
     def _drop_rows_from(self, step: int) -> None:
-        """Keep only the rows of an existing file whose step is before ``step`` (rewritten atomically)."""
+        """Keep only the rows of an existing file whose step is before ``step`` (rewritten atomically); a file of
+        other columns (written by an older version, resumed now) is rewritten with ``columns`` (``nan`` for new
+        ones), so the rows appended next line up with its header."""
         if not os.path.isfile(self.filename):
             return
         with open(self.filename, newline="") as f:
-            rows = list(csv.DictReader(f))
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = tuple(reader.fieldnames or ())
         kept = [r for r in rows if r.get(self.step_column) and int(float(r[self.step_column])) < step]
-        if len(kept) == len(rows):
+        if len(kept) == len(rows) and (header == self.columns or not header):
             return
         with atomic_write(self.filename, "w", newline="", what="CSV log") as f:
             writer = csv.DictWriter(f, fieldnames=self.columns, extrasaction="ignore", restval="nan")

@@ -7,9 +7,13 @@ from collections.abc import Mapping
 import torch
 from ignite.engine import Engine, Events
 
+from monai_lstmagan.detail_metrics import DetailMetricAccumulator
 from monai_lstmagan.metrics import VolumeMetricAccumulator
 
-__all__ = ["StreamingVolumeMetrics"]
+__all__ = ["StreamingVolumeMetrics", "VALIDATION_DETAIL_METRICS"]
+
+#: the detail metrics (:mod:`monai_lstmagan.detail_metrics`) logged during validation, on the foreground.
+VALIDATION_DETAIL_METRICS = ("spectral_high", "spectral_error_high", "hfen", "gradient_ratio")
 
 
 class StreamingVolumeMetrics:
@@ -25,7 +29,11 @@ class StreamingVolumeMetrics:
       whole volumes);
     - ``ssim_<name>``: mean 2D SSIM over all validation slices (MONAI's SSIM handler on the slices);
     - ``psnr_fg_<name>``, ``ssim_fg_<name>``: foreground PSNR / SSIM per volume
-      (:class:`~monai_lstmagan.metrics.VolumeMetricAccumulator`), averaged over volumes.
+      (:class:`~monai_lstmagan.metrics.VolumeMetricAccumulator`), averaged over volumes;
+    - with ``scale``: ``<metric>_fg_<name>`` for each of :data:`VALIDATION_DETAIL_METRICS` (the SR/HR spectral
+      energy ratio above the LR Nyquist, its band-limited error, HFEN, the gradient ratio), foreground, per volume
+      (:class:`~monai_lstmagan.detail_metrics.DetailMetricAccumulator`), averaged over volumes: what the
+      adversarial term adds (or invents), which PSNR does not show.
 
     Only the running sums are kept, so validation memory is one chunk whatever the volume and dataset size.
     Attach it BEFORE the handlers that read the metrics (stats, CSV, best-model saver).
@@ -35,6 +43,7 @@ class StreamingVolumeMetrics:
         label_key: the HR reference key.
         mask_key: the foreground mask key.
         volume_key: the key of the volume number (an item without it is a whole volume of its own).
+        scale: the LR factor of the validation data; ``None``: no detail metrics.
     """
 
     def __init__(
@@ -43,10 +52,13 @@ class StreamingVolumeMetrics:
         label_key: str = "label",
         mask_key: str = "fg_mask",
         volume_key: str = "volume_index",
+        scale: int | None = None,
     ) -> None:
         self.pred_keys = dict(pred_keys or {"sr": "pred", "bicubic": "bicubic"})
         self.label_key, self.mask_key, self.volume_key = label_key, mask_key, volume_key
+        self.scale = None if scale is None else int(scale)
         self._volumes: dict[tuple[str, int], VolumeMetricAccumulator] = {}
+        self._details: dict[tuple[str, int], DetailMetricAccumulator] = {}
         self._whole_volumes = 0
 
     def attach(self, engine: Engine) -> None:
@@ -55,7 +67,7 @@ class StreamingVolumeMetrics:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.completed)
 
     def reset(self, engine: Engine | None = None) -> None:
-        self._volumes, self._whole_volumes = {}, 0
+        self._volumes, self._details, self._whole_volumes = {}, {}, 0
 
     def update(self, engine: Engine) -> None:
         items = engine.state.output if isinstance(engine.state.output, list) else [engine.state.output]
@@ -67,6 +79,9 @@ class StreamingVolumeMetrics:
             for name, key in self.pred_keys.items():
                 accumulator = self._volumes.setdefault((name, volume), VolumeMetricAccumulator())
                 accumulator.update(item[key], item[self.label_key], item[self.mask_key])
+                if self.scale is not None:
+                    detail = self._details.setdefault((name, volume), DetailMetricAccumulator(self.scale))
+                    detail.update(item[key], item[self.label_key], item[self.mask_key])
 
     def completed(self, engine: Engine) -> None:
         for name in self.pred_keys:
@@ -80,4 +95,8 @@ class StreamingVolumeMetrics:
             )
             for metric in ("psnr", "ssim"):
                 values = [r["foreground"][metric] for r in results]
+                engine.state.metrics[f"{metric}_fg_{name}"] = sum(values) / len(values)
+            details = [a.result()["foreground"] for (n, _), a in sorted(self._details.items()) if n == name]
+            for metric in VALIDATION_DETAIL_METRICS if details else ():
+                values = [d[metric] for d in details]
                 engine.state.metrics[f"{metric}_fg_{name}"] = sum(values) / len(values)
