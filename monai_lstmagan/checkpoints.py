@@ -41,6 +41,7 @@ __all__ = [
     "atomic_save",
     "save_generator",
     "load_generator",
+    "load_interpolated_generator",
     "latest_checkpoint",
 ]
 
@@ -269,6 +270,65 @@ def load_generator(
             f"generator checkpoint '{path}': weights do not match the recorded architecture {kwargs}: {e}"
         ) from e
     generator.to(map_location).eval()
+    return generator, info
+
+
+def load_interpolated_generator(
+    psnr_path: str | os.PathLike,
+    gan_path: str | os.PathLike,
+    alpha: float,
+    expected_scale: int | None = None,
+    map_location: str | torch.device = "cpu",
+) -> tuple[torch.nn.Module, dict]:
+    """ESRGAN's network interpolation between a PSNR-oriented generator and a GAN-trained one of the same architecture.
+
+    ``theta = (1 - alpha) * theta_psnr + alpha * theta_gan`` for every floating-point parameter and buffer (Wang et
+    al., ESRGAN, ECCV 2018 workshops, section 3.4); other buffers (e.g. BatchNorm's ``num_batches_tracked``) are the
+    PSNR model's. ``alpha = 0`` gives exactly the PSNR model, ``alpha = 1`` exactly the GAN model. Detail the GAN
+    model adds is partly invented: a risk for diagnostic reading (``docs/evaluation.md``).
+
+    Args:
+        psnr_path: ``model.pt`` of the PSNR-oriented (MSE-trained) generator.
+        gan_path: ``model.pt`` of the GAN-trained generator (same architecture and scale).
+        alpha: the weight of the GAN model, in [0, 1].
+        expected_scale, map_location: as in :func:`load_generator`.
+
+    Returns:
+        ``(generator, info)``: the interpolated generator in eval mode and the PSNR model's metadata with
+        ``info["interpolation"] = {"alpha", "psnr_model", "gan_model"}``.
+
+    Raises:
+        ValueError: ``alpha`` is not a number in [0, 1], or the two files record another architecture or scale
+            (the message names both files and the first difference), or any error of :func:`load_generator`.
+    """
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0.0 <= float(alpha) <= 1.0:
+        raise ValueError(f"the perceptual weight alpha (--perceptual) must be a number in [0, 1], got {alpha!r}.")
+    alpha = float(alpha)
+    psnr_path, gan_path = os.fspath(psnr_path), os.fspath(gan_path)
+    generator, info = load_generator(psnr_path, expected_scale=expected_scale, map_location=map_location)
+    gan, gan_info = load_generator(gan_path, expected_scale=expected_scale, map_location=map_location)
+    psnr_kwargs, gan_kwargs = dict(info["generator"]), dict(gan_info["generator"])
+    if psnr_kwargs != gan_kwargs:
+        different = sorted(k for k in set(psnr_kwargs) | set(gan_kwargs) if psnr_kwargs.get(k) != gan_kwargs.get(k))
+        k = different[0]
+        raise ValueError(
+            f"cannot interpolate '{psnr_path}' and '{gan_path}': they are different generators ({k} = "
+            f"{psnr_kwargs.get(k)!r} in the first, {gan_kwargs.get(k)!r} in the second); network interpolation needs "
+            "a PSNR model and a GAN model of the same architecture and scale (the GAN fine-tuned from the PSNR model)."
+        )
+    gan_state = gan.state_dict()
+    mixed = OrderedDict()
+    for name, value in generator.state_dict().items():
+        other = gan_state[name]
+        if not value.is_floating_point() or alpha == 0.0:
+            mixed[name] = value
+        elif alpha == 1.0:
+            mixed[name] = other
+        else:
+            mixed[name] = torch.lerp(value, other, alpha)
+    generator.load_state_dict(mixed, strict=True)
+    generator.eval()
+    info = {**info, "interpolation": {"alpha": alpha, "psnr_model": psnr_path, "gan_model": gan_path}}
     return generator, info
 
 

@@ -90,6 +90,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="SR factor of the shipped model used when --model is not given (default 2); with --model the "
         "checkpoint's scale must equal it",
     )  # fmt: skip
+    parser.add_argument(
+        "--perceptual", type=float, default=0.0, metavar="ALPHA",
+        help="ESRGAN-style network interpolation: (1-ALPHA) x the PSNR model (--model / the shipped one) + ALPHA x "
+        "--gan-model, ALPHA in [0, 1]; default 0 = the PSNR model unchanged. Higher ALPHA: sharper, more texture, "
+        "lower PSNR, and detail that may be invented: a risk for diagnostic reading",
+    )  # fmt: skip
+    parser.add_argument(
+        "--gan-model", default=None, metavar="PATH",
+        help="GAN-trained model.pt of the same architecture and scale as the PSNR model (needed for --perceptual > 0)",
+    )  # fmt: skip
     parser.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation")
     parser.add_argument(
         "--batch-size",
@@ -187,6 +197,10 @@ def _run(args: argparse.Namespace) -> None:
     if args.through_plane:
         if args.scale is not None or args.tile is not None:
             raise ValueError("--scale and --tile are in-plane options; --through-plane refines the slice axis.")
+        if args.gan_model is not None or args.perceptual != 0:
+            raise ValueError(
+                "--perceptual and --gan-model are in-plane options; --through-plane refines the slice axis."
+            )
         options = InferenceOptions(
             args.batch_size, args.device, args.amp, progress=not args.no_progress, output_format=args.output_format,
             series=args.series, backend=args.backend,
@@ -214,6 +228,8 @@ def _run(args: argparse.Namespace) -> None:
         output_format=args.output_format,
         series=args.series,
         backend=args.backend,
+        gan_model=args.gan_model,
+        perceptual=args.perceptual,
     )
 
 

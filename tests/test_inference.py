@@ -14,7 +14,7 @@ import pytest
 import torch
 from volume_factory import ct_volume, mr_volume, write_mhd
 
-from monai_lstmagan.checkpoints import load_generator, save_generator
+from monai_lstmagan.checkpoints import load_generator, load_interpolated_generator, save_generator
 from monai_lstmagan.cli import main
 from monai_lstmagan.inference import (
     InferenceOptions,
@@ -226,6 +226,70 @@ def test_bad_inputs_name_the_file(tmp_path, tiny_model):
     nib.save(nib.Nifti1Image(np.zeros((8, 8), np.int16), np.eye(4)), flat)
     with pytest.raises(ValueError, match="flat.nii.gz"):
         run_inference(tiny_model, str(tmp_path / "out"), inputs=[flat])
+
+
+@pytest.fixture(scope="module")
+def psnr_and_gan_models(tmp_path_factory) -> tuple[str, str]:
+    """Two generators of one architecture with different weights (a stand-in PSNR model and GAN model)."""
+    folder = tmp_path_factory.mktemp("interpolation")
+    paths = []
+    for seed, name in ((1, "psnr.pt"), (2, "gan.pt")):
+        torch.manual_seed(seed)
+        generator = LSTMAGANGenerator(**TINY)
+        torch.nn.init.normal_(generator.tail.weight, std=0.05)  # not the zero-initialised tail: outputs differ
+        paths.append(save_generator(str(folder / name), generator, TINY))
+    return paths[0], paths[1]
+
+
+def test_network_interpolation_weights(psnr_and_gan_models):
+    psnr_path, gan_path = psnr_and_gan_models
+    psnr, gan = load_generator(psnr_path)[0].state_dict(), load_generator(gan_path)[0].state_dict()
+    for alpha, expected in ((0.0, psnr), (1.0, gan)):
+        state = load_interpolated_generator(psnr_path, gan_path, alpha)[0].state_dict()
+        assert all(torch.equal(state[k], expected[k]) for k in state)  # exactly the end model
+    mid, info = load_interpolated_generator(psnr_path, gan_path, 0.5)
+    assert info["interpolation"] == {"alpha": 0.5, "psnr_model": psnr_path, "gan_model": gan_path}
+    for k, v in mid.state_dict().items():
+        torch.testing.assert_close(v, (psnr[k] + gan[k]) / 2, rtol=0, atol=1e-6)
+    assert any(not torch.equal(psnr[k], gan[k]) for k in psnr)  # the two models do differ
+    for bad in (-0.1, 1.5, float("nan"), "0.5", True):
+        with pytest.raises(ValueError, match="must be a number in \\[0, 1\\]"):
+            load_interpolated_generator(psnr_path, gan_path, bad)
+
+
+def test_network_interpolation_refuses_different_generators(tmp_path, psnr_and_gan_models):
+    psnr_path = psnr_and_gan_models[0]
+    for name, kwargs in (("x4.pt", {**TINY, "scale": 4}), ("wide.pt", {**TINY, "channels": 12})):
+        other = save_generator(str(tmp_path / name), LSTMAGANGenerator(**kwargs), kwargs)
+        with pytest.raises(ValueError, match=f"'{psnr_path}' and '{other}': they are different generators"):
+            load_interpolated_generator(psnr_path, other, 0.5)
+
+
+def test_perceptual_knob_runs_the_interpolated_model(tmp_path, psnr_and_gan_models):
+    psnr_path, gan_path = psnr_and_gan_models
+    scan = str(tmp_path / "head.nii.gz")
+    nib.save(nib.Nifti1Image(mr_volume((20, 18, 2)), np.diag([0.9, 0.9, 4.0, 1.0])), scan)
+
+    def run(out, model, **kwargs):
+        [path] = run_inference(model, str(tmp_path / out), inputs=[scan], output_dtype="float32", progress=False,
+                               backend="torch", **kwargs)  # fmt: skip
+        return np.asarray(nib.load(path).dataobj)
+
+    psnr, gan = run("psnr", psnr_path), run("gan", gan_path)
+    assert not np.array_equal(psnr, gan)
+    np.testing.assert_array_equal(run("a0", psnr_path, gan_model=gan_path, perceptual=0.0), psnr)
+    np.testing.assert_array_equal(run("a1", psnr_path, gan_model=gan_path, perceptual=1.0), gan)
+    half = run("a05", psnr_path, gan_model=gan_path, perceptual=0.5)
+    assert not np.array_equal(half, psnr) and not np.array_equal(half, gan)
+    with pytest.raises(ValueError, match="--perceptual 0.5 needs a GAN-trained model"):
+        run("no_gan", psnr_path, perceptual=0.5)
+    out = str(tmp_path / "cli")
+    assert main([scan, "-o", out, "--model", psnr_path, "--gan-model", gan_path, "--perceptual", "1", "--no-progress",
+                 "--backend", "torch", "--output-dtype", "float32"]) == 0  # fmt: skip
+    np.testing.assert_array_equal(np.asarray(nib.load(os.path.join(out, "head_sr.nii.gz")).dataobj), gan)
+    assert main([scan, "-o", out, "--model", psnr_path, "--perceptual", "2", "--gan-model", gan_path]) == 1
+    assert main([scan, "-o", out, "--model", psnr_path, "--perceptual", "0.3"]) == 1
+    assert main([scan, "-o", out, "--through-plane", "--perceptual", "0.3", "--gan-model", gan_path]) == 1
 
 
 def test_console_command_on_a_folder(tmp_path, tiny_model):

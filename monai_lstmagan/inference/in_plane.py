@@ -22,7 +22,7 @@ from monai.inferers import SlidingWindowInferer
 from nibabel.orientations import apply_orientation
 from tqdm import tqdm
 
-from monai_lstmagan.checkpoints import load_generator
+from monai_lstmagan.checkpoints import load_generator, load_interpolated_generator
 from monai_lstmagan.inference.backends import STRIP_HALO, STRIP_OUTPUT_PIXELS, slice_forward
 from monai_lstmagan.inference.files import VolumeOperation, super_resolve_files
 from monai_lstmagan.inference.options import InferenceOptions
@@ -161,9 +161,28 @@ class InPlaneSR(VolumeOperation):
             yield start, stop, sr.numpy(), _bicubic_baseline(work[:, :, start:stop], self.scale)
 
 
-def load_in_plane_model(ckpt_path: str, expected_scale: int | None = None) -> torch.nn.Module:
-    """The in-plane generator of a ``model.pt``; a clear error naming the file for a through-plane refiner."""
-    generator, info = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
+def load_in_plane_model(
+    ckpt_path: str, expected_scale: int | None = None, gan_model: str | None = None, perceptual: float = 0.0
+) -> torch.nn.Module:
+    """The in-plane generator of a ``model.pt``; a clear error naming the file for a through-plane refiner.
+
+    Args:
+        ckpt_path: the generator (the PSNR-oriented model when ``gan_model`` is given).
+        expected_scale: when given, the checkpoint's scale must equal it.
+        gan_model: a GAN-trained ``model.pt`` of the same architecture to interpolate towards
+            (:func:`~monai_lstmagan.checkpoints.load_interpolated_generator`).
+        perceptual: the interpolation weight ``alpha`` in [0, 1] of ``gan_model``; 0 (the default) = ``ckpt_path``
+            unchanged. Anything else needs ``gan_model`` (no perceptual model is shipped).
+    """
+    if gan_model is None:
+        if perceptual != 0:
+            raise ValueError(
+                f"--perceptual {perceptual} needs a GAN-trained model to interpolate towards (--gan-model PATH); "
+                f"'{ckpt_path}' alone is the PSNR model (--perceptual 0). No perceptual model is shipped yet."
+            )
+        generator, info = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
+    else:
+        generator, info = load_interpolated_generator(ckpt_path, gan_model, perceptual, expected_scale, "cpu")
     if info["generator"].get("scale") == 1:
         raise ValueError(f"'{ckpt_path}' is a through-plane refiner: run it with `lstmagan-sr --through-plane`.")
     return generator
@@ -186,6 +205,8 @@ def run_inference(
     output_format: str | None = None,
     series: str | None = None,
     backend: str = "auto",
+    gan_model: str | None = None,
+    perceptual: float = 0.0,
 ) -> list[str]:
     """Super-resolve files and/or every volume of a folder with a generator checkpoint (in-plane).
 
@@ -201,6 +222,8 @@ def run_inference(
         batch_size, device, amp, tile, tile_overlap, progress, backend: the fields of :class:`InferenceOptions`.
         expected_scale: when given, the checkpoint's scale must equal it (clear error otherwise).
         output_format, series: the output format and the DICOM series to read (:class:`InferenceOptions`).
+        gan_model, perceptual: ESRGAN-style network interpolation ``(1 - perceptual) * ckpt_path + perceptual *
+            gan_model`` (:func:`load_in_plane_model`); the default ``perceptual = 0`` runs ``ckpt_path`` unchanged.
 
     Returns:
         the paths written, in input order.
@@ -214,6 +237,6 @@ def run_inference(
         if not dataset_dir:
             raise ValueError("give input files (`--input FILE`) or a folder (`--dataset_dir DIR`).")
         inputs = [dataset_dir]
-    operation = InPlaneSR(load_in_plane_model(ckpt_path, expected_scale))
+    operation = InPlaneSR(load_in_plane_model(ckpt_path, expected_scale, gan_model, perceptual))
     report = (lambda path, out, info: tqdm.write(f"{path} -> {out}")) if progress else None
     return super_resolve_files(operation, output_dir, inputs, modality, output_dtype, options, report)
