@@ -121,7 +121,8 @@ class DetailMetricAccumulator:
     ``update(pred, target, mask)`` with ``[n, 1, H, W]`` chunks (same H, W within a chunk); ``result()`` gives
     ``{"foreground": {metric: value}, "whole": {metric: value}}`` (NaN where the region holds nothing, e.g. an
     empty mask); ``radial_energy(region)`` the SR and HR energies per radial bin (:func:`radial_bin_edges`).
-    The images are filtered and transformed in float32, every sum is float64 and every term is per slice, so chunking does not change the result.
+    The images are filtered and transformed in float32, every sum is float64 and every term is per slice, so
+    chunking does not change the result.
 
     Args:
         scale: the LR factor ``s`` (sets the bands, :func:`frequency_bands`).
