@@ -123,6 +123,27 @@ def test_the_fast_forward_equals_the_eager_generator(scale):
     assert generator.head[0].weight.is_contiguous()  # the model given is not converted
 
 
+def test_the_allocator_setting_is_in_effect_on_glibc_and_harmless_to_repeat():
+    import ctypes
+    import platform
+
+    from monai_lstmagan.system import keep_freed_memory_for_reuse
+
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert keep_freed_memory_for_reuse() is glibc
+    assert keep_freed_memory_for_reuse() is glibc  # once per process; a repeat changes nothing
+    if glibc:  # freed blocks of 64 MB stay in the heap: a second allocation of that size reuses them
+        libc = ctypes.CDLL(None)
+        libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
+        libc.free.argtypes = [ctypes.c_void_p]
+        libc.malloc_usable_size.restype, libc.malloc_usable_size.argtypes = ctypes.c_size_t, [ctypes.c_void_p]
+        block = libc.malloc(64 << 20)
+        # glibc marks mmapped chunks with bit 1 of the size word before the block; heap chunks have it cleared
+        size_word = ctypes.c_size_t.from_address(block - ctypes.sizeof(ctypes.c_size_t)).value
+        libc.free(block)
+        assert not size_word & 2, "a 64 MB block was mapped afresh instead of taken from the heap"
+
+
 def _tiny_scan(tmp_path: Path) -> tuple[str, Path]:
     folder = tmp_path / "d"
     folder.mkdir()
