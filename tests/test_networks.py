@@ -328,3 +328,41 @@ def test_a_scale_one_refiner_is_not_folded():
     features = torch.randn(1, 8, 10, 9)
     with torch.no_grad():
         assert torch.equal(tail(features), refiner.tail(features))
+
+
+@pytest.mark.parametrize("attention", [True, False])
+def test_split_conv_trunk_is_the_features(attention):
+    """The inference trunk without concatenations (beta folded, psi repeated) computes ``features``."""
+    from monai_lstmagan.networks.folding import SplitConvTrunk, inference_trunk
+
+    generator = LSTMAGANGenerator(
+        scale=2, num_blocks=2, channels=8, growth=4, dense_layers=3, attention=attention
+    ).eval()
+    for block in generator.body:  # away from the init (gate almost open, small dense output)
+        for parameter in block.parameters():
+            torch.nn.init.normal_(parameter, std=0.3)
+    trunk = inference_trunk(generator)
+    assert isinstance(trunk, SplitConvTrunk)
+    x = torch.rand(2, 1, 13, 11)
+    with torch.no_grad():
+        expected, out = generator.features(x), trunk(x)
+        channels_last = inference_trunk(generator).to(memory_format=torch.channels_last)
+        out_cl = channels_last(x.contiguous(memory_format=torch.channels_last))
+    assert out.shape == expected.shape == (2, 8, 13, 11)
+    assert float((out - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+    assert float((out_cl - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+    with torch.no_grad():  # its weights are copies: changing the generator afterwards does not change it
+        generator.body[0].dense.fusion.bias.add_(1.0)
+        assert float((trunk(x) - out).abs().max()) < 1e-5 * float(out.abs().max())
+
+
+def test_a_generator_with_other_blocks_keeps_its_features():
+    from monai_lstmagan.networks.folding import SplitConvTrunk, inference_trunk
+
+    generator = LSTMAGANGenerator(scale=2, num_blocks=1, channels=8, growth=4, dense_layers=2).eval()
+    generator.body[0] = torch.nn.Conv2d(8, 8, 3, padding=1)  # not an ADC block
+    trunk = inference_trunk(generator)
+    assert not isinstance(trunk, SplitConvTrunk)
+    x = torch.rand(1, 1, 9, 9)
+    with torch.no_grad():
+        assert torch.equal(trunk(x), generator.features(x))
