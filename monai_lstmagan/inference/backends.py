@@ -12,8 +12,10 @@ but faster on a CPU and with bounded memory:
   bounded at x4 and the result is that of the whole slice;
 - **the tail folded into the last PixelShuffle** (:mod:`monai_lstmagan.networks.folding`): the same function as a
   5x5 conv to 4 sub-pixel maps on the grid before the shuffle, 2.5-3x faster than the 9x9 one-map conv;
+- **malloc that reuses freed memory** (:func:`~monai_lstmagan.system.keep_freed_memory_for_reuse`, glibc): the
+  activations are reused instead of mapped and zero-filled afresh for every forward, 2x faster on 512x512 slices;
 - **ONNX Runtime** (``backend="onnxruntime"``, the default on the CPU when the ``onnx`` extra is installed):
-  the generator exported once to two cached graphs (:mod:`monai_lstmagan.inference.onnx_backend`), the same
+  the generator's trunk exported once to a cached graph (:mod:`monai_lstmagan.inference.onnx_backend`), the same
   strips, within 1e-4 of eager PyTorch (checked after every export).
 
 The model given is not changed (a copy is converted).
@@ -31,6 +33,7 @@ from monai_lstmagan.inference.options import BACKENDS, InferenceOptions
 from monai_lstmagan.inference.strips import STRIP_HALO, STRIP_OUTPUT_PIXELS, run_in_strips
 from monai_lstmagan.networks.folding import upsampler_and_tail
 from monai_lstmagan.networks.generator import LSTMAGANGenerator
+from monai_lstmagan.system import keep_freed_memory_for_reuse
 
 __all__ = [
     "STRIP_HALO",
@@ -45,9 +48,9 @@ __all__ = [
 
 
 #: ``backend="auto"`` runs ONNX Runtime for slices of at least this many pixels, PyTorch for smaller ones: measured
-#: end to end on this project's CPU (``docs/benchmark_inference.md``), ONNX Runtime was 1.15-1.3x faster than
-#: PyTorch's channels_last on 512x512 slices and 0.85-0.9x as fast on 256x256 ones; the threshold lies between.
-ONNX_MIN_SLICE_PIXELS = 384 * 384
+#: per slice on this project's CPU (``docs/benchmark_inference.md``), ONNX Runtime was 1.05-1.15x faster than
+#: PyTorch's channels_last on 256x256 and 512x512 slices at x2 and as fast at x4, and 0.9-1.0x as fast on 128x128.
+ONNX_MIN_SLICE_PIXELS = 192 * 192
 
 
 def uses_channels_last(device: torch.device) -> bool:
@@ -94,6 +97,8 @@ def slice_forward(
     ``torch.inference_mode()``. ``generator`` itself is not changed (a copy is converted).
     """
     device = options.torch_device
+    if device.type == "cpu":
+        keep_freed_memory_for_reuse()  # large activations reused, not mapped afresh per forward (2x on 512x512)
     model = generator.to(device).eval()
     backend = resolve_backend(options.backend, model, device, options.amp)
     if backend == "onnxruntime" and options.amp:

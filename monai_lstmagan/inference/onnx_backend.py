@@ -2,9 +2,10 @@
 
 An :class:`~monai_lstmagan.networks.generator.LSTMAGANGenerator` is run in three parts:
 
-- ``trunk.onnx``: ``x [N, 1, h, w] -> features [N, C, h, w]`` (head and the attention-gated dense blocks), exported
-  once per set of weights with dynamic batch, height and width and run by ONNX Runtime on the CPU (1.6x faster than
-  PyTorch's channels_last on a 512x512 slice: its NCHWc convolutions, fused activations);
+- ``trunk.onnx``: ``x [N, 1, h, w] -> features [N, C, h, w]`` (head and the attention-gated dense blocks, without
+  concatenations: :class:`~monai_lstmagan.networks.folding.SplitConvTrunk`), exported once per set of weights with
+  dynamic batch, height and width and run by ONNX Runtime on the CPU (1.2-1.25x faster than PyTorch's channels_last
+  on 256x256 and 512x512 slices: its NCHWc convolutions, fused activations);
 - the upsampler and tail, in PyTorch (channels_last, the tail folded into the last PixelShuffle:
   :func:`~monai_lstmagan.networks.folding.upsampler_and_tail`), on row strips with a halo
   (:func:`~monai_lstmagan.inference.strips.run_in_strips`): measured faster there than in ONNX Runtime (0.34 vs
@@ -37,7 +38,7 @@ import torch
 
 from monai_lstmagan.inference.strips import STRIP_OUTPUT_PIXELS, run_in_strips
 from monai_lstmagan.io.atomic import temporary_folder
-from monai_lstmagan.networks.folding import upsampler_and_tail
+from monai_lstmagan.networks.folding import inference_trunk, upsampler_and_tail
 from monai_lstmagan.networks.generator import LSTMAGANGenerator
 
 __all__ = [
@@ -59,7 +60,7 @@ MAX_ABS_DIFFERENCE = 1e-4
 OPSET = 17
 _GRAPHS = ("trunk.onnx",)
 #: Changes whenever what the graphs compute changes (a cached graph of an older form is not reused).
-GRAPH_FORM = "trunk, v1"
+GRAPH_FORM = "split-conv trunk, v2"
 _CHECK_SIZE = 24  # the random input of the post-export check: [2, 1, 24, 24]
 
 
@@ -90,29 +91,18 @@ def generator_fingerprint(generator: LSTMAGANGenerator) -> str:
     return digest.hexdigest()[:24]
 
 
-class _Trunk(torch.nn.Module):
-    """``[N, 1, h, w] -> [N, C, h, w]``: the generator up to its upsampler."""
-
-    def __init__(self, generator: LSTMAGANGenerator) -> None:
-        super().__init__()
-        self.generator = generator
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.generator.features(x)
-
-
 def export_generator_graphs(generator: LSTMAGANGenerator, folder: str) -> None:
     """Write ``trunk.onnx`` of ``generator`` (eval mode, CPU, float32) into ``folder``.
 
     Dynamic axes: batch, height and width. The TorchScript-based exporter (``dynamo=False``) is used: it exports
     the convolutions, PReLU, PixelShuffle and the attention gates with symbolic sizes in about a second.
     """
-    model = generator.cpu().eval()
+    trunk = inference_trunk(generator.cpu().eval())
     x = torch.rand(1, 1, _CHECK_SIZE, _CHECK_SIZE)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation and tracer warnings
         torch.onnx.export(
-            _Trunk(model), (x,), os.path.join(folder, _GRAPHS[0]), input_names=["x"], output_names=["features"],
+            trunk, (x,), os.path.join(folder, _GRAPHS[0]), input_names=["x"], output_names=["features"],
             dynamic_axes={"x": {0: "n", 2: "h", 3: "w"}, "features": {0: "n", 2: "h", 3: "w"}},
             opset_version=OPSET, dynamo=False,
         )  # fmt: skip
@@ -154,6 +144,9 @@ def _sessions(folder: str, threads: int) -> tuple:
     options.intra_op_num_threads = max(1, threads)
     options.inter_op_num_threads = 1
     options.log_severity_level = 3
+    # idle ORT threads sleep instead of spinning: the upsampler runs in PyTorch right after, on the same cores
+    # (spinning made a 256x256 x2 slice 1.2x slower: docs/benchmark_inference.md)
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.enable_cpu_mem_arena = False  # the arena keeps the peak of every input size: +0.5 GB at x2 512^2
     providers = ["CPUExecutionProvider"]
     return tuple(
