@@ -2,14 +2,15 @@
 in-memory path, on synthetic CT-like and MR-like volumes.
 
 ``python -m monai_lstmagan.bench.end_to_end [--ct 512 512 160] [--mr 256 256 150] [--scales 2 4] [--repeats 1]
-[--json OUT.json]`` writes the volumes (``.nii.gz``, int16) into a temporary folder, then runs, alternated in one
-process, for each volume and scale:
+[--json OUT.json]`` writes the volumes (``.nii.gz``, int16) into a temporary folder, then runs, alternated, each in
+a fresh process (after an untimed warm-up run there), for each volume and scale:
 
 - **torch** and **onnxruntime** (when the ``onnx`` extra is installed):
   :func:`~monai_lstmagan.inference.files.super_resolve_file` as ``lstmagan-sr --backend ...`` runs it (the upsampler
   in strips, the output streamed slab by slab; PyTorch in channels_last, or the cached ONNX graphs);
 - **old**: :func:`reference_super_resolve_file`, the path before the change kept here for the side-by-side run:
-  the eager generator in NCHW, the whole output assembled in memory, then written.
+  the eager generator in NCHW, the whole output assembled in memory, then written, with glibc's default ``malloc``
+  settings (the new paths run with :func:`~monai_lstmagan.system.keep_freed_memory_for_reuse`, as ``lstmagan-sr``).
 
 For each it reports the seconds, the peak RSS (:class:`~monai_lstmagan.bench.memory.PeakMemoryTracker`), the
 seconds spent in the generator (the share of time in the network) and the achieved GFLOP/s of the generator
@@ -25,10 +26,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import tempfile
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 import nibabel as nib
@@ -199,6 +202,22 @@ def _run(
     return {"seconds": seconds, "network_seconds": timer.seconds, "slices": timer.slices, **memory}, written
 
 
+def _run_in_fresh_process(
+    mode: str, scale: int, path: str, warmup: str, output_dir: str, batch_size: int | None
+) -> tuple[dict[str, Any], str]:
+    """:func:`_run` in this (fresh) process after an untimed run on ``warmup`` (oneDNN kernels, the ONNX export).
+
+    Each measurement gets its own process so that one path's process state cannot speed up or slow down another's:
+    the old path runs with glibc's default ``malloc`` settings, as it did, and the new ones with those that
+    :func:`~monai_lstmagan.inference.backends.slice_forward` sets
+    (:func:`~monai_lstmagan.system.keep_freed_memory_for_reuse`)."""
+    torch.manual_seed(0)
+    options = InferenceOptions(batch_size=batch_size, device="cpu")
+    operation = InPlaneSR(load_in_plane_model(pretrained_model_path(scale), scale))
+    os.remove(_run(mode, operation, warmup, output_dir, options)[1])
+    return _run(mode, operation, path, output_dir, options)
+
+
 def slice_gflop(generator: torch.nn.Module, shape: Sequence[int]) -> float:
     """GFLOP of one forward of ``generator`` on a ``[1, 1, h, w]`` slice."""
     return count_flops(generator, (1, 1, *shape)) / 1e9
@@ -213,8 +232,6 @@ def run_end_to_end(
     volumes: dict[str, tuple[int, int, int]], scales: Sequence[int], repeats: int = 1, batch_size: int | None = None
 ) -> dict[str, Any]:
     """Measure the old path and every backend, alternated, on each synthetic volume and scale (module docstring)."""
-    torch.manual_seed(0)
-    options = InferenceOptions(batch_size=batch_size, device="cpu")
     ceiling = matmul_gflops(torch.device("cpu"))
     modes = benchmark_modes()
     rows = []
@@ -222,18 +239,18 @@ def run_end_to_end(
         for kind, shape in volumes.items():
             path = write_synthetic(os.path.join(folder, f"{kind}.nii.gz"), kind, shape)
             for scale in scales:
-                operation = InPlaneSR(load_in_plane_model(pretrained_model_path(scale), scale))
-                gflop = slice_gflop(operation.generator, shape[:2])
+                gflop = slice_gflop(load_in_plane_model(pretrained_model_path(scale), scale), shape[:2])
                 warmup = write_synthetic(os.path.join(folder, "warmup.nii.gz"), kind, (*shape[:2], 2))
-                for mode in modes:  # first calls (oneDNN kernels, allocator, the ONNX export) are not timed
-                    os.makedirs(os.path.join(folder, mode), exist_ok=True)
-                    os.remove(_run(mode, operation, warmup, os.path.join(folder, mode), options)[1])
                 runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
                 outputs = {}
                 for _ in range(repeats):
                     for mode in modes:
                         out_dir = os.path.join(folder, mode)
-                        result, outputs[mode] = _run(mode, operation, path, out_dir, options)
+                        os.makedirs(out_dir, exist_ok=True)
+                        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
+                            result, outputs[mode] = child.submit(
+                                _run_in_fresh_process, mode, scale, path, warmup, out_dir, batch_size
+                            ).result()
                         result["gflops"] = gflop * result["slices"] / result["network_seconds"]
                         runs[mode].append(result)
                 old = read_scan(outputs["old"]).array.astype(np.int32)
