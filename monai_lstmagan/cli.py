@@ -111,8 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--amp", action="store_true", help="mixed precision (PyTorch backend)")
     parser.add_argument(
         "--backend", default="auto", choices=BACKENDS,
-        help="how the generator runs: auto (default: ONNX Runtime on the CPU when the onnx extra is installed, "
-        "else PyTorch), torch, onnxruntime",
+        help="how the generator runs: auto (default: on the CPU, ONNX Runtime for x2 models when the onnx extra is "
+        "installed, else PyTorch), torch, onnxruntime",
     )  # fmt: skip
     parser.add_argument("--tile", type=int, default=None, help="in-plane tile size in input pixels (huge slices)")
     parser.add_argument("--tile-overlap", type=float, default=0.25, help="tile overlap fraction (default 0.25)")

@@ -39,6 +39,7 @@ __all__ = [
     "STRIP_HALO",
     "STRIP_OUTPUT_PIXELS",
     "ONNX_MIN_SLICE_PIXELS",
+    "ONNX_MAX_SCALE",
     "uses_channels_last",
     "run_in_strips",
     "strip_forward",
@@ -51,6 +52,10 @@ __all__ = [
 #: per slice on this project's CPU (``docs/benchmark_inference.md``), ONNX Runtime was 1.05-1.15x faster than
 #: PyTorch's channels_last on 256x256 and 512x512 slices at x2 and as fast at x4, and 0.9-1.0x as fast on 128x128.
 ONNX_MIN_SLICE_PIXELS = 192 * 192
+#: ``backend="auto"`` runs x4 (and larger) generators in PyTorch: as fast end to end as ONNX Runtime at x4 (3.5 vs
+#: 3.6x the old path on a 512x512 CT) with half the peak memory (1.2 vs 2.1-2.4 GB: ONNX Runtime's buffers and
+#: PyTorch's x4 upsampler strips fragment the heap; ``docs/benchmark_inference.md``).
+ONNX_MAX_SCALE = 2
 
 
 def uses_channels_last(device: torch.device) -> bool:
@@ -92,7 +97,8 @@ def slice_forward(
 
     ``options.backend`` chooses PyTorch (channels_last on the CPU, strips, the folded tail) or ONNX Runtime
     (:class:`~monai_lstmagan.inference.onnx_backend.OnnxGenerator`, the same strips); see :func:`resolve_backend`.
-    With ``auto`` and ONNX Runtime available, slices below :data:`ONNX_MIN_SLICE_PIXELS` run in PyTorch.
+    With ``auto`` and ONNX Runtime available, slices below :data:`ONNX_MIN_SLICE_PIXELS` and generators of a scale
+    above :data:`ONNX_MAX_SCALE` run in PyTorch.
     ``cache_graphs=False`` keeps ONNX graphs of weights used once out of the cache. Call it under
     ``torch.inference_mode()``. ``generator`` itself is not changed (a copy is converted).
     """
@@ -106,7 +112,7 @@ def slice_forward(
     if backend == "onnxruntime" and options.backend == "onnxruntime":
         return OnnxGenerator(model, cache=cache_graphs)
     torch_forward = _torch_forward(model, device)
-    if backend == "torch":
+    if backend == "torch" or getattr(model, "scale", 1) > ONNX_MAX_SCALE:
         return torch_forward
     runners: list[OnnxGenerator] = []  # auto: the graph is made at the first slice large enough to use it
 

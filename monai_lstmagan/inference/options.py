@@ -9,7 +9,7 @@ import torch
 __all__ = ["BACKENDS", "InferenceOptions", "resolve_device", "default_batch_size"]
 
 #: How the generator runs (:func:`monai_lstmagan.inference.backends.resolve_backend`): ``auto`` = ONNX Runtime on
-#: the CPU when installed and the model is an LSTMAGAN generator, else PyTorch.
+#: the CPU when installed and the model is an LSTMAGAN generator (x2, slices of 192x192 and more), else PyTorch.
 BACKENDS = ("auto", "torch", "onnxruntime")
 
 
