@@ -110,13 +110,15 @@ _allocator_tuned: bool | None = None
 def keep_freed_memory_for_reuse() -> bool:
     """Let glibc's ``malloc`` reuse freed activation buffers instead of mapping fresh zeroed pages for each one.
 
-    A generator's activations on a 512x512 slice are 16-130 MB each, above glibc's largest automatic mmap threshold
+    A generator's activations on a 512x512 slice are 16-200 MB each, above glibc's largest automatic mmap threshold
     (32 MiB): every one is a fresh ``mmap``, its pages are zero-filled by the kernel at first touch, and the block is
     unmapped when freed. Measured on this project's 2-core CPU, those page faults took more than half the time of
     a shipped x2 generator on a 512x512 slice (``docs/benchmark_inference.md``). With a 1 GiB mmap threshold and a
-    2 GiB trim threshold the blocks come from the heap and are reused. The peak resident memory is the same (the
-    reused memory was in use at the peak anyway); the process keeps up to 2 GiB of freed heap until it exits, which
-    suits a whole-volume inference or evaluation run. Called by
+    2 GiB trim threshold the blocks come from the heap and are reused. The process keeps up to 2 GiB of freed heap
+    until it exits, which suits a whole-volume inference or evaluation run. The peak resident memory of PyTorch's
+    forward stayed where it was (x4 of a 512x512x200 CT: 1.73 GB), but buffers of other sizes allocated in between
+    fragment the heap: ONNX Runtime's trunk with the x4 upsampler peaked at 2.1-2.4 GB, which is why ``auto`` runs
+    x4 in PyTorch (:data:`~monai_lstmagan.inference.backends.ONNX_MAX_SCALE`). Called by
     :func:`~monai_lstmagan.inference.backends.slice_forward` on the CPU; once per process, later calls do nothing.
 
     Returns:
