@@ -318,6 +318,28 @@ def test_folded_upsampler_is_the_upsampler_and_tail(scale, tail_kernel):
     assert float((out - expected).abs().max()) < 1e-5 * float(expected.abs().max())
 
 
+@pytest.mark.parametrize("block_rows", [1, 3, 64])
+@pytest.mark.parametrize("height", [1, 2, 13])
+def test_folded_tail_gemm_is_the_folded_conv(block_rows, height, monkeypatch):
+    """The CPU form of the folded tail (GEMM of every offset, shifted sums, in row blocks) is the folded conv, for
+    every block size, at the image border, for tiny maps and for both memory formats."""
+    import torch.nn.functional as F
+
+    from monai_lstmagan.networks import folding
+
+    generator = LSTMAGANGenerator(scale=2, num_blocks=1, channels=8, growth=4, dense_layers=2).eval()
+    torch.nn.init.normal_(generator.tail.weight, std=0.1)
+    torch.nn.init.normal_(generator.tail.bias, std=0.1)
+    folded = folding.FoldedUpsampler(generator)
+    monkeypatch.setattr(folding, "GEMM_BLOCK_ROWS", block_rows)
+    v = torch.randn(2, 32, height, 11)
+    expected = F.conv2d(v, folded.kernel, folded.bias, padding=folded.padding)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        out = folded.folded_tail_as_gemm(v.contiguous(memory_format=layout))
+        assert out.shape == expected.shape
+        assert float((out - expected).abs().max()) < 1e-5 * float(expected.abs().max())
+
+
 def test_a_scale_one_refiner_is_not_folded():
     from monai_lstmagan.networks.folding import FoldedUpsampler, upsampler_and_tail
 
