@@ -129,7 +129,12 @@ class FoldedUpsampler(nn.Module):
                     col0, col1 = max(0, -shift_x), min(width, width - shift_x)
                     if col0 < col1:
                         out[:, :, row0:row1, col0:col1] += products[
-                            :, :, dy, dx, row0 + shift_y - first : row1 + shift_y - first, col0 + shift_x : col1 + shift_x
+                            :,
+                            :,
+                            dy,
+                            dx,
+                            row0 + shift_y - first : row1 + shift_y - first,
+                            col0 + shift_x : col1 + shift_x,
                         ]
         return out
 
