@@ -17,6 +17,10 @@ stored LR. Metrics follow the evaluation protocol: intensities normalised with t
 percentiles, PSNR on the HR's foreground mask (:class:`~monai_lstmagan.transforms.intensity.ForegroundMaskd`),
 data range 1. The variants are made from the training scans, so they measure robustness to the variation, not
 generalisation to other patients (the leave-one-patient-out runs in ``docs/results.md`` do that).
+
+``--scans ct=PATH mr=PATH ...`` measures real scans of other subjects instead, each ``as stored`` (its own voxel
+type, pixel size and intensities): the held-out check of the shipped models (``docs/results.md`` names the public
+scans it was run on).
 """
 
 from __future__ import annotations
@@ -72,12 +76,15 @@ VARIANTS: dict[str, tuple[tuple[str, ...], Callable[[np.ndarray], tuple[np.ndarr
 }
 
 
-def make_variant(modality: str, name: str, slices: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The HR of a variant of the sample scan of ``modality``: ``(array [X, Y, Z] in its stored type, RAS affine)``.
+def make_variant(
+    modality: str, name: str, slices: int | None = None, path: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The HR of a variant of the sample scan of ``modality`` (or of the scan at ``path``): ``(array [X, Y, Z] in
+    its stored type, RAS affine)``.
 
     ``slices``: keep only that many central axial slices (faster). The in-plane size is that of the resampled scan.
     """
-    scan = read_scan(str(_SAMPLE_DATA / SAMPLE_SCANS[modality]))
+    scan = read_scan(path or str(_SAMPLE_DATA / SAMPLE_SCANS[modality]))
     volume = scan.array.astype(np.float32)
     if slices is not None and slices < volume.shape[2]:
         start = (volume.shape[2] - slices) // 2
@@ -99,10 +106,11 @@ def _normalised(volume: np.ndarray, low: float, high: float) -> torch.Tensor:
 
 
 def variant_gain(
-    model: str, scale: int, modality: str, name: str, folder: str, slices: int | None = None
+    model: str, scale: int, modality: str, name: str, folder: str, slices: int | None = None, path: str | None = None
 ) -> dict[str, float]:
-    """Foreground PSNR of ``lstmagan-sr`` (the generator ``model``) and of bicubic on one variant, and the gain."""
-    hr, affine = make_variant(modality, name, slices)
+    """Foreground PSNR of ``lstmagan-sr`` (the generator ``model``) and of bicubic on one variant (of the sample scan
+    of ``modality``, or of the scan at ``path``), and the gain."""
+    hr, affine = make_variant(modality, name, slices, path)
     x, y = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
     hr = hr[:x, :y]
     lr_float = bicubic_downsample(torch.from_numpy(np.ascontiguousarray(hr.transpose(2, 0, 1), np.float32)), scale)
@@ -128,12 +136,19 @@ def variant_gain(
     return {"sr": psnr["sr"], "bicubic": psnr["bicubic"], "gain": psnr["sr"] - psnr["bicubic"]}
 
 
-def run_generalisation(models: dict[int, str], slices: int | None = None) -> list[dict[str, Any]]:
-    """Every variant of both sample scans for each ``{scale: model path}``."""
+def run_generalisation(
+    models: dict[int, str], slices: int | None = None, scans: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
+    """Every variant of both sample scans for each ``{scale: model path}``; with ``scans`` (``(modality, path)``
+    pairs), each of those scans as stored instead."""
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for scale, model in models.items():
-            for modality in SAMPLE_SCANS:
+            for modality, path in scans:
+                result = variant_gain(model, scale, modality, "as stored", folder, slices, path)
+                rows.append({"scale": scale, "modality": modality, "variant": os.path.basename(path), "model": model,
+                             **result})  # fmt: skip
+            for modality in () if scans else SAMPLE_SCANS:
                 for name, (modalities, _) in VARIANTS.items():
                     if modality in modalities:
                         result = variant_gain(model, scale, modality, name, folder, slices)
@@ -145,12 +160,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m monai_lstmagan.bench.generalisation", description=__doc__)
     parser.add_argument("--models", nargs="+", default=None, help="SCALE=PATH (default: the shipped x2 and x4)")
     parser.add_argument("--slices", type=int, default=None, help="central axial slices per scan (default: all)")
+    parser.add_argument("--scans", nargs="+", default=(), help="MODALITY=PATH (ct or mr): real scans, as stored")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
+    scans = [tuple(item.split("=", 1)) for item in args.scans]
+    for item in scans:
+        if len(item) != 2 or item[0] not in SAMPLE_SCANS:
+            parser.error(f"--scans takes ct=PATH or mr=PATH, not {'='.join(item)!r}")
     models = {2: pretrained_model_path(2), 4: pretrained_model_path(4)}
     if args.models:
         models = {int(k): v for k, v in (item.split("=", 1) for item in args.models)}
-    rows = run_generalisation(models, args.slices)
+    rows = run_generalisation(models, args.slices, scans)
     print("| scale | scan | variant | bicubic fg PSNR | SR fg PSNR | gain dB |\n|---|---|---|---|---|---|")
     for r in rows:
         print(
