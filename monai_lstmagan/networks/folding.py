@@ -106,7 +106,7 @@ class FoldedUpsampler(nn.Module):
 
         The conv has 4 output maps, a poor GEMM on a CPU; the GEMM of all ``4 * size^2`` (phase, offset) products,
         ``[4 size^2, 4C] x [4C, rows * w]``, runs near the CPU's GEMM rate, and the sum of the ``size^2`` shifted
-        product maps of each phase is memory-bound and short: the upsampler and tail 1.2-1.25x faster on 256x256
+        product maps of each phase is memory-bound and short: the upsampler and tail 1.2-1.3x faster on 256x256
         and 512x512 slices at x2 and x4 (``docs/benchmark_inference.md``), equal within float rounding. The rows
         go in blocks of :data:`GEMM_BLOCK_ROWS` (each with ``padding`` rows of halo), so the products stay small
         (about 30 MB for a 1024-wide map). ``v`` may be NCHW or channels_last.
@@ -124,18 +124,12 @@ class FoldedUpsampler(nn.Module):
                 row0, row1 = max(top, first - shift_y), min(bottom, last - shift_y)
                 if row0 >= row1:
                     continue
+                rows = products[:, :, dy, :, row0 + shift_y - first : row1 + shift_y - first]  # [N, 4, size, r, w]
                 for dx in range(size):
                     shift_x = dx - pad
                     col0, col1 = max(0, -shift_x), min(width, width - shift_x)
                     if col0 < col1:
-                        out[:, :, row0:row1, col0:col1] += products[
-                            :,
-                            :,
-                            dy,
-                            dx,
-                            row0 + shift_y - first : row1 + shift_y - first,
-                            col0 + shift_x : col1 + shift_x,
-                        ]
+                        out[:, :, row0:row1, col0:col1] += rows[:, :, dx, :, col0 + shift_x : col1 + shift_x]
         return out
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
