@@ -173,8 +173,8 @@ def _readme(
         notes_text = notes
     elif shipped is not None:
         notes_text = (
-            "The shipped model: `bundle/configs/train.yaml` with the overlay `bundle/configs/pretrain.yaml` on the "
-            "two embedded sample scans, on a 2-core CPU (see `pretrained/TRAINING.md` of the repository for the "
+            "The shipped model: `bundle/configs/train.yaml` with the overlays `pretrain.yaml`, `robust.yaml` and "
+            "`mse_only.yaml` on the two embedded sample scans, on a 2-core CPU (see `pretrained/TRAINING.md` of the repository for the "
             "command, iterations and wall time)."
         )
     else:
