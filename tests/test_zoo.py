@@ -123,3 +123,25 @@ def test_export_refuses_a_checkpoint_of_another_scale_summary(tmp_path):
     with pytest.raises(FileNotFoundError, match="bundle_dir"):
         zoo.export_bundle(ckpt, str(tmp_path / "out"), bundle_dir=str(tmp_path))
     assert not Path(tmp_path / "out").exists() or not os.listdir(tmp_path / "out")
+
+
+def test_shipped_model_export_reports_its_recipes_held_out_numbers(tmp_path):
+    """The README of an export of a shipped file carries the leave-one-patient-out table of its recipe (one column per
+    method of ``templates/shipped_performance.json``), its metadata the recipe's and bicubic's numbers; any other
+    file gets none of them."""
+    from monai_lstmagan.pretrained import pretrained_model_path
+    from monai_lstmagan.zoo.export import _shipped_eval_metrics, _shipped_performance, _shipped_table
+
+    for scale in (2, 4):
+        performance = _shipped_performance(pretrained_model_path(scale), scale)
+        table = _shipped_table(performance).splitlines()
+        assert len(table) == 2 + len(performance["rows"])
+        assert all(line.count("|") == 2 + len(performance["methods"]) for line in table)
+        metrics = _shipped_eval_metrics(performance)
+        for row in performance["rows"]:
+            recipe, bicubic = row[performance["recipe"]], row["bicubic"]
+            assert metrics[f"heldout_{row['direction']}_foreground_psnr_lstmagan"] == recipe[0] > bicubic[0]
+            assert f"| {row['label']} | {bicubic[0]:.2f} / {bicubic[1]:.4f} |" in "\n".join(table)
+    torch.manual_seed(0)
+    other = save_generator(str(tmp_path / "model.pt"), LSTMAGANGenerator(**TINY), TINY)
+    assert _shipped_performance(other, 2) is None
