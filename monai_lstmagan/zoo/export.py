@@ -178,8 +178,8 @@ def _readme(
     elif shipped is not None:
         notes_text = (
             "The shipped model: `bundle/configs/train.yaml` with the overlays `pretrain.yaml`, `robust.yaml` and "
-            "`mse_only.yaml` on the two embedded sample scans, on a 2-core CPU (see `pretrained/TRAINING.md` of the repository for the "
-            "command, iterations and wall time)."
+            "`mse_only.yaml` on the two embedded sample scans, on a 2-core CPU (see `pretrained/TRAINING.md` of the "
+            "repository for the command, iterations and wall time)."
         )
     else:
         notes_text = "Not given at export (data, split, duration and hardware of the training run)."
