@@ -67,6 +67,12 @@ def test_generalisation_bench_measures_a_given_scan_as_the_sample_variant(tmp_pa
     (row,) = json.loads(report.read_text())
     assert row["variant"] == os.path.basename(sample) and row["modality"] == "mr"
     assert row["sr"] == pytest.approx(expected["sr"], abs=1e-6) and row["gain"] > 1.0
+    # the high-band energy ratio: bicubic is smoother than HR, the SR model restores part of the difference
+    assert 0 < row["bicubic_spectral_high"] < row["sr_spectral_high"] < 1.1, row
+    # the knob at full weight towards a "GAN model" that is the same file: the same numbers
+    assert main(["--models", f"2={model}", "--gan-models", f"2={model}", "--perceptual", "1", "--scans",
+                 f"mr={sample}", "--slices", "4", "--json", str(report)]) == 0  # fmt: skip
+    assert json.loads(report.read_text())[0]["sr_spectral_high"] == pytest.approx(row["sr_spectral_high"], abs=1e-9)
     with pytest.raises(SystemExit):
         main(["--scans", "pet=" + sample])
     assert "--scans takes ct=PATH or mr=PATH" in capsys.readouterr().err

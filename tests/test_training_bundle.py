@@ -247,3 +247,46 @@ def test_prepare_config_fills_the_disk_cache_that_training_then_reuses(tiny_data
         -3000:
     ]
     assert [int(r["epoch"]) for r in read_rows(out / "validation.csv")] == [1]
+
+
+@pytest.mark.slow
+def test_gan_finetune_overlay_starts_from_the_given_generator_and_trains_the_critic_at_once(tiny_dataset, tmp_path):
+    """``gan_finetune.yaml`` (issue 24's perceptual model): the generator is the ``init_generator`` file's (its
+    architecture and weights, so PSNR and GAN model can be interpolated), the critic trains from iteration 1."""
+    from monai.bundle import ConfigParser
+
+    from monai_lstmagan.checkpoints import save_generator
+    from monai_lstmagan.networks import LSTMAGANGenerator
+
+    kwargs = {"scale": 2, "num_blocks": 1, "channels": 8, "growth": 4, "dense_layers": 2}
+    torch.manual_seed(0)
+    init = tmp_path / "psnr_model.pt"
+    save_generator(init, LSTMAGANGenerator(**kwargs), kwargs)
+    overlays = ("train.yaml", "pretrain.yaml", "robust.yaml", "gan_finetune.yaml")
+    parser = ConfigParser()
+    parser.read_config([str(CONFIGS / n) for n in overlays])
+    parser["init_generator"], parser["scale"], parser["device"] = str(init), 2, "$torch.device('cpu')"
+    generator = parser.get_parsed_content("generator")
+    expected, _ = load_generator(init)
+    assert generator.training and parser.get_parsed_content("generator_kwargs") == expected_kwargs(init)
+    for name, value in expected.state_dict().items():
+        assert torch.equal(generator.state_dict()[name], value), name
+
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", config_arg(*overlays),
+        "--bundle_root", str(REPO / "bundle"), "--dataset_dir", str(tiny_dataset), "--output_dir", str(out),
+        "--init_generator", str(init), "--scale", "2", "--epochs", "1", "--samples_per_volume", "2",
+        "--batch_size", "1", "--num_slices", "4", "--crop_size", "16", "--lstm_critic_kwargs#encoder_channels", "[8]",
+        "--lstm_critic_kwargs#hidden_size", "8", "--device", "$torch.device('cpu')",
+    ]  # fmt: skip
+    run_bundle(cmd)
+    rows = read_rows(out / "iterations.csv")
+    assert rows[0]["d_loss"] not in ("", "nan") and float(rows[0]["adversarial"]) > 0  # no warm-up
+    tuned, info = load_generator(out / "model.pt", expected_scale=2)
+    assert info["generator"] == expected_kwargs(init)
+    assert any(not torch.equal(tuned.state_dict()[k], v) for k, v in expected.state_dict().items())
+
+
+def expected_kwargs(path: Path) -> dict:
+    return dict(load_generator(path)[1]["generator"])

@@ -21,6 +21,11 @@ generalisation to other patients (the leave-one-patient-out runs in ``docs/resul
 ``--scans ct=PATH mr=PATH ...`` measures real scans of other subjects instead, each ``as stored`` (its own voxel
 type, pixel size and intensities): the held-out check of the shipped models (``docs/results.md`` names the public
 scans it was run on).
+
+Next to the PSNR, each row has the foreground energy above the LR Nyquist of SR and of bicubic relative to HR's
+(``spectral_high`` of :mod:`monai_lstmagan.detail_metrics`: 1 = HR's fine detail, < 1 smoother). ``--gan-models
+SCALE=PATH --perceptual ALPHA`` runs ``lstmagan-sr --gan-model PATH --perceptual ALPHA`` (network interpolation
+towards a GAN-trained model), the user's knob of issue 24.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 import torch
 from monai.data import MetaTensor
 
+from monai_lstmagan.detail_metrics import volume_detail_metrics
 from monai_lstmagan.inference.in_plane import run_inference
 from monai_lstmagan.io.scans import read_scan, to_voxel_type
 from monai_lstmagan.metrics import volume_metrics
@@ -106,10 +112,23 @@ def _normalised(volume: np.ndarray, low: float, high: float) -> torch.Tensor:
 
 
 def variant_gain(
-    model: str, scale: int, modality: str, name: str, folder: str, slices: int | None = None, path: str | None = None
+    model: str,
+    scale: int,
+    modality: str,
+    name: str,
+    folder: str,
+    slices: int | None = None,
+    path: str | None = None,
+    gan_model: str | None = None,
+    perceptual: float = 0.0,
 ) -> dict[str, float]:
-    """Foreground PSNR of ``lstmagan-sr`` (the generator ``model``) and of bicubic on one variant (of the sample scan
-    of ``modality``, or of the scan at ``path``), and the gain."""
+    """Foreground PSNR and ``spectral_high`` of ``lstmagan-sr`` (the generator ``model``, interpolated towards
+    ``gan_model`` by ``perceptual`` when given) and of bicubic on one variant (of the sample scan of ``modality``, or
+    of the scan at ``path``), and the PSNR gain.
+
+    Returns:
+        ``{"sr", "bicubic", "gain", "sr_spectral_high", "bicubic_spectral_high"}`` (dB, dB, dB, ratio, ratio).
+    """
     hr, affine = make_variant(modality, name, slices, path)
     x, y = (hr.shape[0] // scale) * scale, (hr.shape[1] // scale) * scale
     hr = hr[:x, :y]
@@ -120,7 +139,9 @@ def variant_gain(
     lr_affine[:3, 3] += affine[:3, :2] @ np.full(2, (scale - 1) / 2)
     path = os.path.join(folder, f"{modality}_{name.replace(' ', '_')}_x{scale}.nii.gz")
     nib.save(nib.Nifti1Image(lr, lr_affine), path)
-    (written,) = run_inference(model, folder, inputs=[path], modality=modality, progress=False)
+    (written,) = run_inference(
+        model, folder, inputs=[path], modality=modality, progress=False, gan_model=gan_model, perceptual=perceptual
+    )
     sr = read_scan(written).array
     os.remove(written)
     bicubic = bicubic_upsample(torch.from_numpy(np.ascontiguousarray(lr.transpose(2, 0, 1), np.float32)), scale)
@@ -129,29 +150,38 @@ def variant_gain(
     meta = {"modality": modality, "intensity_low": low, "intensity_high": high}
     image = MetaTensor(target[:, 0].permute(1, 2, 0)[None], meta=meta)
     mask = ForegroundMaskd("image")({"image": image})["mask"].as_tensor()[0].permute(2, 0, 1)[:, None]
-    psnr = {
-        method: volume_metrics(_normalised(volume, low, high), target, mask)["foreground"]["psnr"]
-        for method, volume in (("sr", sr), ("bicubic", bicubic.permute(1, 2, 0).numpy()))
-    }
-    return {"sr": psnr["sr"], "bicubic": psnr["bicubic"], "gain": psnr["sr"] - psnr["bicubic"]}
+    result = {}
+    for method, volume in (("sr", sr), ("bicubic", bicubic.permute(1, 2, 0).numpy())):
+        prediction = _normalised(volume, low, high)
+        result[method] = volume_metrics(prediction, target, mask)["foreground"]["psnr"]
+        detail = volume_detail_metrics(prediction, target, mask, scale).result()["foreground"]
+        result[f"{method}_spectral_high"] = detail["spectral_high"]
+    return {**result, "gain": result["sr"] - result["bicubic"]}
 
 
 def run_generalisation(
-    models: dict[int, str], slices: int | None = None, scans: Sequence[tuple[str, str]] = ()
+    models: dict[int, str],
+    slices: int | None = None,
+    scans: Sequence[tuple[str, str]] = (),
+    gan_models: dict[int, str] | None = None,
+    perceptual: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Every variant of both sample scans for each ``{scale: model path}``; with ``scans`` (``(modality, path)``
-    pairs), each of those scans as stored instead."""
+    pairs), each of those scans as stored instead. ``gan_models`` (``{scale: path}``) and ``perceptual``: the
+    network interpolation of :func:`variant_gain` (a scale without a GAN model runs its PSNR model)."""
     rows = []
+    gan_models = gan_models or {}
     with tempfile.TemporaryDirectory() as folder:
         for scale, model in models.items():
+            knob = {"gan_model": gan_models.get(scale), "perceptual": perceptual if scale in gan_models else 0.0}
             for modality, path in scans:
-                result = variant_gain(model, scale, modality, "as stored", folder, slices, path)
+                result = variant_gain(model, scale, modality, "as stored", folder, slices, path, **knob)
                 rows.append({"scale": scale, "modality": modality, "variant": os.path.basename(path), "model": model,
                              **result})  # fmt: skip
             for modality in () if scans else SAMPLE_SCANS:
                 for name, (modalities, _) in VARIANTS.items():
                     if modality in modalities:
-                        result = variant_gain(model, scale, modality, name, folder, slices)
+                        result = variant_gain(model, scale, modality, name, folder, slices, **knob)
                         rows.append({"scale": scale, "modality": modality, "variant": name, "model": model, **result})
     return rows
 
@@ -161,6 +191,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=None, help="SCALE=PATH (default: the shipped x2 and x4)")
     parser.add_argument("--slices", type=int, default=None, help="central axial slices per scan (default: all)")
     parser.add_argument("--scans", nargs="+", default=(), help="MODALITY=PATH (ct or mr): real scans, as stored")
+    parser.add_argument("--gan-models", nargs="+", default=(), help="SCALE=PATH: GAN-trained models to interpolate to")
+    parser.add_argument("--perceptual", type=float, default=0.0, help="weight of the GAN model in [0, 1] (default 0)")
     parser.add_argument("--json", default=None)
     args = parser.parse_args(argv)
     scans = [tuple(item.split("=", 1)) for item in args.scans]
@@ -170,15 +202,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = {2: pretrained_model_path(2), 4: pretrained_model_path(4)}
     if args.models:
         models = {int(k): v for k, v in (item.split("=", 1) for item in args.models)}
-    rows = run_generalisation(models, args.slices, scans)
-    print("| scale | scan | variant | bicubic fg PSNR | SR fg PSNR | gain dB |\n|---|---|---|---|---|---|")
+    gan_models = {int(k): v for k, v in (item.split("=", 1) for item in args.gan_models)}
+    rows = run_generalisation(models, args.slices, scans, gan_models, args.perceptual)
+    print(
+        "| scale | scan | variant | bicubic fg PSNR | SR fg PSNR | gain dB | bicubic high-band | SR high-band |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     for r in rows:
         print(
-            f"| x{r['scale']} | {r['modality']} | {r['variant']} | {r['bicubic']:.2f} | {r['sr']:.2f} | {r['gain']:+.2f} |"
+            f"| x{r['scale']} | {r['modality']} | {r['variant']} | {r['bicubic']:.2f} | {r['sr']:.2f} | {r['gain']:+.2f} "
+            f"| {r['bicubic_spectral_high']:.3f} | {r['sr_spectral_high']:.3f} |"
         )
     for scale in models:
         gains = [r["gain"] for r in rows if r["scale"] == scale]
-        print(f"x{scale}: mean gain {np.mean(gains):+.2f} dB, lowest {min(gains):+.2f} dB")
+        high = [r["sr_spectral_high"] for r in rows if r["scale"] == scale]
+        print(
+            f"x{scale}: mean gain {np.mean(gains):+.2f} dB, lowest {min(gains):+.2f} dB; "
+            f"SR high-band ratio mean {np.mean(high):.3f}"
+        )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=2)
