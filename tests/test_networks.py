@@ -388,3 +388,26 @@ def test_a_generator_with_other_blocks_keeps_its_features():
     x = torch.rand(1, 1, 9, 9)
     with torch.no_grad():
         assert torch.equal(trunk(x), generator.features(x))
+
+
+def test_high_pass_critic_judges_only_the_detail_above_the_lr_nyquist():
+    """``HighPassCritic``: a smooth image has (almost) no detail, a Nyquist checkerboard keeps it; two sequences
+    that differ only below the LR Nyquist (here: by a constant) get the same score; the gradient penalty works."""
+    from monai_lstmagan.losses import gradient_penalty
+    from monai_lstmagan.networks import HighPassCritic
+
+    torch.manual_seed(0)
+    critic = build_discriminator("lstm", high_pass_scale=4, **TINY_LSTM_D)
+    assert isinstance(critic, HighPassCritic) and critic.sigmoid is False
+    y, x = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    smooth = (0.3 + 0.01 * x + 0.005 * y).expand(1, 4, 1, 32, 32)
+    checker = (((x + y) % 2) * 0.5).expand(1, 4, 1, 32, 32)
+    centre = (slice(None),) * 3 + (slice(8, 24), slice(8, 24))  # away from the bicubic edge handling
+    assert critic.detail(smooth)[centre].abs().max() < 2e-3  # a ramp: 100x below the checkerboard
+    assert critic.detail(checker)[centre].abs().mean() > 0.2
+    noisy = torch.rand(2, 4, 1, 32, 32)
+    assert torch.allclose(critic(noisy), critic(noisy + 0.25), atol=1e-5)
+    assert not torch.allclose(critic(noisy), critic(noisy + 0.05 * torch.randn_like(noisy)), atol=1e-5)
+    assert torch.isfinite(gradient_penalty(critic, noisy, torch.rand_like(noisy)))
+    with pytest.raises(ValueError, match="integer >= 2"):
+        HighPassCritic(critic.critic, 1)

@@ -7,7 +7,13 @@ Parameter/FLOP counting lives in :mod:`monai_lstmagan.bench.complexity` (also a 
 from torch import nn
 
 from monai_lstmagan.networks.blocks import ADCBlock, AttentionGate, DenseBlock
-from monai_lstmagan.networks.discriminators import CRITICS, ConvDiscriminator, LSTMDiscriminator, build_discriminator
+from monai_lstmagan.networks.discriminators import (
+    CRITICS,
+    ConvDiscriminator,
+    HighPassCritic,
+    LSTMDiscriminator,
+    build_discriminator,
+)
 from monai_lstmagan.networks.fa_gan import FAGANGenerator
 from monai_lstmagan.networks.frdagan import FRDAGANGenerator
 from monai_lstmagan.networks.generator import (
@@ -41,6 +47,7 @@ __all__ = [
     "VGG19_IMAGENET_URL",
     "CRITICS",
     "build_discriminator",
+    "HighPassCritic",
 ]
 
 #: The generator architectures by name (``generator_kwargs#architecture`` in the configs, recorded in ``model.pt``).

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "NORMS", "CRITICS", "build_discriminator"]
+from monai_lstmagan.transforms.ops import bicubic_downsample, bicubic_upsample
+
+__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "HighPassCritic", "NORMS", "CRITICS", "build_discriminator"]
 
 NORMS = ("none", "instance", "layer", "batch")
 
@@ -228,15 +230,61 @@ class ConvDiscriminator(nn.Module):
         return torch.sigmoid(scores) if self.sigmoid else scores
 
 
+class HighPassCritic(nn.Module):
+    """A critic that sees only the detail above the LR Nyquist (frequency separation, Fritsche et al., "Frequency
+    Separation for Real-World Super-Resolution", ICCV workshops 2019: the adversarial loss on the high frequencies).
+
+    Each slice ``x`` becomes ``x - up(down(x))`` with the project's antialiased bicubic pair
+    (:func:`~monai_lstmagan.transforms.ops.bicubic_downsample`, ``bicubic_upsample``) at the LR factor, so what the
+    LR already fixes (anatomy, contrast, the band below the LR Nyquist) is the same for real and fake and only the
+    fine detail the generator adds or misses is left to judge. The filter is linear, so the gradient penalty of
+    WGAN-GP (taken on this module's input) stays valid.
+
+    Args:
+        critic: the wrapped critic (:class:`LSTMDiscriminator`, :class:`ConvDiscriminator`).
+        scale: the LR factor ``s`` (slice sides must be divisible by it).
+
+    Shapes:
+        ``[B, T, 1, H, W] -> [B]`` (the wrapped critic's output).
+    """
+
+    def __init__(self, critic: nn.Module, scale: int) -> None:
+        super().__init__()
+        if not isinstance(scale, int) or scale < 2:
+            raise ValueError(f"HighPassCritic: the LR factor must be an integer >= 2, got {scale!r}.")
+        self.critic = critic
+        self.scale = scale
+
+    @property
+    def sigmoid(self) -> bool:
+        """The wrapped critic's ``sigmoid`` (probabilities instead of raw scores)."""
+        return bool(getattr(self.critic, "sigmoid", False))
+
+    def detail(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, T, 1, H, W]`` -> the same shape: ``x - up(down(x))`` per slice."""
+        _check_sequence(x, "HighPassCritic")
+        return x - bicubic_upsample(bicubic_downsample(x, self.scale), self.scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.critic(self.detail(x))
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The wrapped critic's ``features`` of the detail (for the critic-feature loss)."""
+        return self.critic.features(self.detail(x))
+
+
 #: Names of the critics a config can choose (``critic: lstm | conv``; ``null`` trains without one).
 CRITICS = ("lstm", "conv")
 
 
-def build_discriminator(kind: str, num_slices: int = 16, **kwargs) -> nn.Module:
+def build_discriminator(kind: str, num_slices: int = 16, high_pass_scale: int | None = None, **kwargs) -> nn.Module:
     """Discriminator by name: ``"lstm"`` -> :class:`LSTMDiscriminator(num_slices, **kwargs)`,
-    ``"conv"`` -> :class:`ConvDiscriminator(**kwargs)` (``num_slices`` is not needed by the per-slice conv)."""
+    ``"conv"`` -> :class:`ConvDiscriminator(**kwargs)` (``num_slices`` is not needed by the per-slice conv);
+    with ``high_pass_scale = s`` wrapped in :class:`HighPassCritic(critic, s)` (it judges the detail only)."""
     if kind == "lstm":
-        return LSTMDiscriminator(num_slices=num_slices, **kwargs)
-    if kind == "conv":
-        return ConvDiscriminator(**kwargs)
-    raise ValueError(f"build_discriminator: kind must be one of {CRITICS}, got {kind!r}.")
+        critic: nn.Module = LSTMDiscriminator(num_slices=num_slices, **kwargs)
+    elif kind == "conv":
+        critic = ConvDiscriminator(**kwargs)
+    else:
+        raise ValueError(f"build_discriminator: kind must be one of {CRITICS}, got {kind!r}.")
+    return critic if high_pass_scale is None else HighPassCritic(critic, high_pass_scale)
