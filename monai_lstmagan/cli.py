@@ -22,7 +22,7 @@ from monai_lstmagan.inference.through_plane import (
     run_through_plane,
 )
 from monai_lstmagan.io.paths import OUTPUT_FORMATS, VOLUME_SUFFIXES
-from monai_lstmagan.pretrained import PRETRAINED_FILES, pretrained_model_path
+from monai_lstmagan.pretrained import PRETRAINED_FILES, perceptual_model_path, pretrained_model_path
 from monai_lstmagan.transforms.intensity import MODALITIES
 from monai_lstmagan.transforms.slice_profile import DEFAULT_PROFILE, PROFILES
 
@@ -98,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     parser.add_argument(
         "--gan-model", default=None, metavar="PATH",
-        help="GAN-trained model.pt of the same architecture and scale as the PSNR model (needed for --perceptual > 0)",
+        help="GAN-trained model.pt of the same architecture and scale as the PSNR model (default with --perceptual > 0 "
+        "and no --model: the shipped perceptual model of --scale, x4 only)",
     )  # fmt: skip
     parser.add_argument("--modality", default="auto", choices=MODALITIES, help="intensity normalisation")
     parser.add_argument(
@@ -212,6 +213,9 @@ def _run(args: argparse.Namespace) -> None:
         )  # fmt: skip
         return
     model = args.model if args.model else pretrained_model_path(args.scale or 2)
+    gan_model = args.gan_model
+    if gan_model is None and args.perceptual != 0 and not args.model:
+        gan_model = perceptual_model_path(args.scale or 2)
     run_inference(
         model,
         args.output_dir,
@@ -228,7 +232,7 @@ def _run(args: argparse.Namespace) -> None:
         output_format=args.output_format,
         series=args.series,
         backend=args.backend,
-        gan_model=args.gan_model,
+        gan_model=gan_model,
         perceptual=args.perceptual,
     )
 

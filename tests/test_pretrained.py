@@ -69,6 +69,7 @@ def test_generalisation_bench_measures_a_given_scan_as_the_sample_variant(tmp_pa
     assert row["sr"] == pytest.approx(expected["sr"], abs=1e-6) and row["gain"] > 1.0
     # the high-band energy ratio: bicubic is smoother than HR, the SR model restores part of the difference
     assert 0 < row["bicubic_spectral_high"] < row["sr_spectral_high"] < 1.1, row
+    assert 0 < row["sr_spectral_error_high"] < row["bicubic_spectral_error_high"], row  # SR closer to HR up there
     # the knob at full weight towards a "GAN model" that is the same file: the same numbers
     assert main(["--models", f"2={model}", "--gan-models", f"2={model}", "--perceptual", "1", "--scans",
                  f"mr={sample}", "--slices", "4", "--json", str(report)]) == 0  # fmt: skip
@@ -115,6 +116,30 @@ def test_console_command_checks_the_scale_of_a_given_model(tmp_path, capsys):
     _write_volume(scan)
     assert main([str(scan), "-o", str(tmp_path / "out"), "--model", pretrained_model_path(2), "--scale", "4"]) == 1
     assert "x2" in capsys.readouterr().err and not (tmp_path / "out" / "scan_sr.nii.gz").exists()
+
+
+def test_perceptual_knob_without_gan_model_interpolates_towards_the_shipped_perceptual_model(tmp_path, capsys):
+    """``lstmagan-sr --scale 4 --perceptual ALPHA``: the shipped x4 PSNR model interpolated towards the shipped x4
+    GAN fine-tune (the same as naming it with ``--gan-model``); x2 has none and says so."""
+    from monai_lstmagan.pretrained import PERCEPTUAL_FILES, perceptual_model_path
+
+    scan = tmp_path / "scan.nii.gz"
+    _write_volume(scan)
+
+    def run(name: str, *extra: str) -> np.ndarray:
+        assert main([str(scan), "-o", str(tmp_path / name), "--scale", "4", "--no-progress", *extra]) == 0
+        return np.asarray(nib.load(str(tmp_path / name / "scan_sr.nii.gz")).dataobj)
+
+    assert set(PERCEPTUAL_FILES) == {4}
+    shipped = run("shipped", "--perceptual", "0.5")
+    named = run("named", "--perceptual", "0.5", "--gan-model", perceptual_model_path(4))
+    np.testing.assert_array_equal(shipped, named)
+    assert not np.array_equal(shipped, run("psnr"))
+    generator, info = load_generator(perceptual_model_path(4), expected_scale=4)
+    assert info["generator"] == load_generator(pretrained_model_path(4))[1]["generator"]
+    assert Path(perceptual_model_path(4)).stat().st_size < 5 * 2**20
+    assert main([str(scan), "-o", str(tmp_path / "x2"), "--scale", "2", "--perceptual", "0.5"]) == 1
+    assert "no perceptual (GAN-trained) model is shipped for x2" in capsys.readouterr().err
 
 
 @pytest.mark.slow

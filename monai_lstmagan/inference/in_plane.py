@@ -172,13 +172,16 @@ def load_in_plane_model(
         gan_model: a GAN-trained ``model.pt`` of the same architecture to interpolate towards
             (:func:`~monai_lstmagan.checkpoints.load_interpolated_generator`).
         perceptual: the interpolation weight ``alpha`` in [0, 1] of ``gan_model``; 0 (the default) = ``ckpt_path``
-            unchanged. Anything else needs ``gan_model`` (no perceptual model is shipped).
+            unchanged. Anything else needs ``gan_model`` (``lstmagan-sr`` takes the shipped x4 perceptual model,
+            :func:`~monai_lstmagan.pretrained.perceptual_model_path`, when neither ``--model`` nor ``--gan-model``
+            is given).
     """
     if gan_model is None:
         if perceptual != 0:
             raise ValueError(
                 f"--perceptual {perceptual} needs a GAN-trained model to interpolate towards (--gan-model PATH); "
-                f"'{ckpt_path}' alone is the PSNR model (--perceptual 0). No perceptual model is shipped yet."
+                f"'{ckpt_path}' alone is the PSNR model (--perceptual 0). The shipped x4 model has one: "
+                "lstmagan-sr --scale 4 --perceptual ALPHA (without --model)."
             )
         generator, info = load_generator(ckpt_path, expected_scale=expected_scale, map_location="cpu")
     else:
