@@ -29,7 +29,9 @@ from scipy.ndimage import uniform_filter  # noqa: E402
 
 from monai_lstmagan.losses import G_LOSS_KEYS, LossKeys  # noqa: E402
 
-__all__ = ["plot_training_curves", "plot_comparison", "plot_spectrum_ratio", "read_epoch_means", "choose_inset"]
+__all__ = [
+    "plot_training_curves", "plot_comparison", "plot_spectrum_ratio", "read_epoch_means", "choose_inset", "save_figure"
+]  # fmt: skip
 
 LOSS_COLUMNS = (*G_LOSS_KEYS, LossKeys.ADVERSARIAL_FEATURE, LossKeys.D_LOSS, LossKeys.GRADIENT_PENALTY)
 LOSS_TITLES = {
@@ -150,7 +152,7 @@ def _epoch_axis(ax) -> None:
     ax.grid(alpha=0.3)
 
 
-def _save(fig, path: str) -> list[str]:
+def save_figure(fig, path: str) -> list[str]:
     """Lay out, write and close ``fig``; returns ``[path]``."""
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -172,7 +174,7 @@ def _plot_losses(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
     for ax in list(axes.flat)[len(columns) :]:
         ax.axis("off")
     fig.suptitle("Training losses (mean per epoch)")
-    return _save(fig, os.path.join(output_dir, "curves_losses.png"))
+    return save_figure(fig, os.path.join(output_dir, "curves_losses.png"))
 
 
 def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[str]:
@@ -190,7 +192,7 @@ def _plot_d_accuracy(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
     ax.set_ylabel("accuracy")
     ax.set_title("Discriminator accuracy (mean per epoch)")
     ax.legend()
-    return _save(fig, os.path.join(output_dir, "curves_d_accuracy.png"))
+    return save_figure(fig, os.path.join(output_dir, "curves_d_accuracy.png"))
 
 
 #: ``(column prefix, title)`` of the validation panels; columns ``<prefix>_sr`` and ``<prefix>_bicubic``.
@@ -218,7 +220,7 @@ def _plot_validation(means: Mapping[str, np.ndarray], output_dir: str) -> list[s
         ax.set_title(f"validation {title}")
         _epoch_axis(ax)
         ax.legend()
-    return _save(fig, os.path.join(output_dir, "curves_validation.png"))
+    return save_figure(fig, os.path.join(output_dir, "curves_validation.png"))
 
 
 def _as_2d(image: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
@@ -379,4 +381,4 @@ def plot_spectrum_ratio(
     if title:
         ax.set_title(title)
     os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-    return _save(fig, out_path)[0]
+    return save_figure(fig, out_path)[0]

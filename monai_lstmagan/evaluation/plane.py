@@ -1,0 +1,137 @@
+"""The perception-distortion plane (Blau & Michaeli, CVPR 2018): foreground PSNR against the high-band energy ratio,
+one point per run and test volume, read from the ``metrics.csv`` files that ``evaluate.yaml`` wrote.
+
+``python -m monai_lstmagan.evaluation.plane --runs LABEL=EVAL_DIR[:METHOD] ... --out plane.png [--table plane.md]``
+
+- ``LABEL``: the name of the model or recipe (e.g. ``Model 4 w1e-4``); runs that share a label (other seeds) are one
+  row of the table, mean +- sample std over them;
+- ``EVAL_DIR``: an ``evaluate`` output folder (its ``metrics.csv``); ``METHOD`` the row of it to read (default
+  ``sr``; e.g. ``mse_only`` for an ``--extra_checkpoints`` entry). Bicubic (every folder's ``bicubic`` rows) is
+  drawn once per volume.
+
+x axis: ``spectral_high`` (SR energy above the LR Nyquist / HR's, :mod:`monai_lstmagan.detail_metrics`; 1 = HR's
+fine detail), y axis: foreground PSNR; one panel per test volume (their PSNR scales differ). Up and towards 1 is
+better; a GAN moves right and, as the plane predicts, down.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import os
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from monai_lstmagan.plots import save_figure  # sets matplotlib's Agg backend
+
+__all__ = ["PLANE_COLUMNS", "read_points", "plane_table", "plot_plane", "main"]
+
+#: the metrics.csv columns each point carries (foreground region).
+PLANE_COLUMNS = ("psnr", "ssim", "spectral_high", "spectral_error_high")
+
+
+def read_points(runs: Sequence[tuple[str, str, str]]) -> list[dict]:
+    """``[(label, eval_dir, method)]`` -> one dict per (run, volume) with ``label``, ``volume``, ``method`` and the
+    :data:`PLANE_COLUMNS` of the foreground, plus the ``bicubic`` points (label ``"bicubic"``, once per volume).
+
+    Raises:
+        FileNotFoundError: a folder has no ``metrics.csv``.
+        ValueError: ``method`` has no foreground row there (the message lists the methods it has).
+    """
+    points, bicubic = [], OrderedDict()
+    for label, folder, method in runs:
+        path = os.path.join(folder, "metrics.csv")
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"perception-distortion plane: '{path}' does not exist (an evaluate output folder?)"
+            )
+        with open(path, newline="") as f:
+            rows = [r for r in csv.DictReader(f) if r["region"] == "foreground"]
+        chosen = [r for r in rows if r["method"] == method]
+        if not chosen:
+            methods = sorted({r["method"] for r in rows})
+            raise ValueError(f"perception-distortion plane: '{path}' has no foreground rows of {method!r} ({methods})")
+        for r in chosen:
+            points.append({"label": label, "volume": r["volume"], "method": method,
+                           **{c: float(r[c]) for c in PLANE_COLUMNS}})  # fmt: skip
+        for r in rows:
+            if r["method"] == "bicubic":
+                bicubic.setdefault(r["volume"], {"label": "bicubic", "volume": r["volume"], "method": "bicubic",
+                                                 **{c: float(r[c]) for c in PLANE_COLUMNS}})  # fmt: skip
+    return list(bicubic.values()) + points
+
+
+def _mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{np.mean(values):.3f} +- {np.std(values, ddof=1):.3f}"
+
+
+def plane_table(points: Sequence[dict]) -> str:
+    """A markdown table: one row per (volume, label), mean +- sample std over the runs of that label, and ``n``."""
+    groups: OrderedDict[tuple[str, str], list[dict]] = OrderedDict()
+    for p in sorted(points, key=lambda p: p["volume"]):
+        groups.setdefault((p["volume"], p["label"]), []).append(p)
+    lines = ["| test volume | model | n | fg PSNR | fg SSIM | spectral_high | spectral_error_high |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for (volume, label), group in groups.items():
+        cells = [_mean_std([p[c] for p in group]) for c in PLANE_COLUMNS]
+        lines.append(f"| {volume} | {label} | {len(group)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot_plane(points: Sequence[dict], path: str) -> str:
+    """One panel per test volume: ``spectral_high`` (x) against fg PSNR (y), a marker per point, HR's ratio 1 dashed."""
+    volumes = list(OrderedDict.fromkeys(p["volume"] for p in points))
+    labels = list(OrderedDict.fromkeys(p["label"] for p in points))
+    colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(1, len(volumes), figsize=(4.6 * len(volumes), 3.8), squeeze=False)
+    for ax, volume in zip(axes[0], volumes):
+        for label in labels:
+            mine = [p for p in points if p["volume"] == volume and p["label"] == label]
+            if mine:
+                ax.scatter([p["spectral_high"] for p in mine], [p["psnr"] for p in mine], color=colours[label],
+                           marker="x" if label == "bicubic" else "o", label=label)  # fmt: skip
+        ax.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_title(volume)
+        ax.set_xlabel("SR / HR energy above the LR Nyquist")
+        ax.set_ylabel("foreground PSNR [dB]")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    save_figure(fig, path)
+    return path
+
+
+def _parse_run(text: str) -> tuple[str, str, str]:
+    label, sep, rest = text.partition("=")
+    if not sep or not label or not rest:
+        raise argparse.ArgumentTypeError(f"--runs takes LABEL=EVAL_DIR[:METHOD], not {text!r}")
+    folder, _, method = rest.rpartition(":") if ":" in rest else (rest, "", "sr")
+    return label, folder, method or "sr"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m monai_lstmagan.evaluation.plane", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("--runs", nargs="+", type=_parse_run, required=True, help="LABEL=EVAL_DIR[:METHOD]")
+    parser.add_argument("--out", required=True, help="the figure (.png)")
+    parser.add_argument("--table", default=None, help="also write the markdown table to this file")
+    args = parser.parse_args(argv)
+    points = read_points(args.runs)
+    if any(not math.isfinite(p["spectral_high"]) for p in points):
+        print("note: some spectral_high values are NaN (volumes too small for a spectrum); those points are not drawn")
+    plot_plane(points, args.out)
+    table = plane_table(points)
+    print(table)
+    if args.table:
+        with open(args.table, "w") as f:
+            f.write(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

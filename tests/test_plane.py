@@ -1,0 +1,41 @@
+"""The perception-distortion plane (``monai_lstmagan.evaluation.plane``) from evaluate's metrics.csv files."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from monai_lstmagan.evaluation.plane import main, read_points
+
+HEADER = ["volume", "method", "region", "psnr", "ssim", "spectral_high", "spectral_mid", "spectral_error_high"]
+
+
+def _write_metrics(folder, rows) -> str:
+    folder.mkdir(parents=True)
+    with open(folder / "metrics.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(HEADER)
+        for volume, method, region, psnr, high in rows:
+            writer.writerow([volume, method, region, psnr, 0.9, high, 0.9, 0.5])
+    return str(folder)
+
+
+def test_plane_reads_points_aggregates_seeds_and_draws_the_figure(tmp_path, capsys):
+    bicubic = ("ct", "bicubic", "foreground", 30.5, 0.13)
+    a = _write_metrics(tmp_path / "a", [bicubic, ("ct", "sr", "foreground", 34.0, 0.7), ("ct", "sr", "whole", 1, 1)])
+    b = _write_metrics(tmp_path / "b", [bicubic, ("ct", "sr", "foreground", 33.0, 1.0)])
+    c = _write_metrics(tmp_path / "c", [bicubic, ("ct", "sr", "foreground", 32.0, 1.2)])
+    points = read_points([("psnr", a, "sr"), ("gan", b, "sr"), ("gan", c, "sr")])
+    assert [(p["label"], p["psnr"], p["spectral_high"]) for p in points] == [
+        ("bicubic", 30.5, 0.13), ("psnr", 34.0, 0.7), ("gan", 33.0, 1.0), ("gan", 32.0, 1.2)
+    ]  # fmt: skip
+    out, table = tmp_path / "plane.png", tmp_path / "plane.md"
+    assert main(["--runs", f"psnr={a}", f"gan={b}:sr", f"gan={c}", "--out", str(out), "--table", str(table)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+    rows = table.read_text().splitlines()
+    assert "| ct | gan | 2 | 32.500 +- 0.707 |" in "\n".join(rows) and "| ct | psnr | 1 | 34.000 |" in rows[3]
+    with pytest.raises(ValueError, match=r"no foreground rows of 'mse_only' \(\['bicubic', 'sr'\]\)"):
+        read_points([("x", a, "mse_only")])
+    with pytest.raises(FileNotFoundError, match="metrics.csv"):
+        read_points([("x", str(tmp_path), "sr")])
