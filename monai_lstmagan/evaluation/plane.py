@@ -55,14 +55,17 @@ def read_points(runs: Sequence[tuple[str, str, str]]) -> list[dict]:
         if not chosen:
             methods = sorted({r["method"] for r in rows})
             raise ValueError(f"perception-distortion plane: '{path}' has no foreground rows of {method!r} ({methods})")
-        for r in chosen:
-            points.append({"label": label, "volume": r["volume"], "method": method,
-                           **{c: float(r[c]) for c in PLANE_COLUMNS}})  # fmt: skip
+        points += [_point(label, r) for r in chosen]
         for r in rows:
             if r["method"] == "bicubic":
-                bicubic.setdefault(r["volume"], {"label": "bicubic", "volume": r["volume"], "method": "bicubic",
-                                                 **{c: float(r[c]) for c in PLANE_COLUMNS}})  # fmt: skip
+                bicubic.setdefault(r["volume"], _point("bicubic", r))
     return list(bicubic.values()) + points
+
+
+def _point(label: str, row: dict) -> dict:
+    """One plane point of a foreground row of metrics.csv."""
+    return {"label": label, "volume": row["volume"], "method": row["method"],
+            **{c: float(row[c]) for c in PLANE_COLUMNS}}  # fmt: skip
 
 
 def _mean_std(values: list[float]) -> str:
