@@ -261,11 +261,53 @@ class WGANGPObjective:
         return -discriminator(fake).float().mean()
 
 
-OBJECTIVES = {"gan": GANObjective, "wgan_gp": WGANGPObjective}
+class HingeObjective:
+    """Hinge GAN objective (Lim & Ye 2017; SAGAN, BigGAN), usually with a spectrally normalised critic
+    (``build_discriminator(..., spectral_norm=True)``) in place of a gradient penalty.
+
+    ``discriminator_loss``: ``mean relu(1 - D(real)) + mean relu(1 + D(fake))``: the critic stops pushing a sample
+    once it is beyond the margin, so its scores stay bounded without a penalty. ``accuracy`` is paired as in
+    :class:`WGANGPObjective` (``D(real_i) > D(fake_i)``), ``accuracy_midpoint`` the fraction on the right side of 0.
+    ``generator_loss``: ``-mean D(fake)``.
+    """
+
+    def discriminator_loss(
+        self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """Args: real, fake ``[B, T, 1, H, W]`` (fake detached by the caller). Returns loss and diagnostics."""
+        _check_discriminator(discriminator, "WGANGPObjective")  # raw scores: no sigmoid
+        d_real, d_fake = discriminator(real).float(), discriminator(fake).float()
+        loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
+        with torch.no_grad():
+            accuracy = (d_real > d_fake).float().mean()
+            accuracy_midpoint = torch.cat([d_real > 0, d_fake < 0]).float().mean()
+        return {
+            "loss": loss,
+            "d_real": d_real.detach().mean(),
+            "d_fake": d_fake.detach().mean(),
+            "gradient_penalty": torch.zeros((), device=loss.device),
+            "accuracy": accuracy,
+            "accuracy_midpoint": accuracy_midpoint,
+        }
+
+    def state_dict(self) -> dict:
+        """No state (the interface of :meth:`WGANGPObjective.state_dict`)."""
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Nothing to restore."""
+
+    def generator_loss(self, discriminator: nn.Module, fake: torch.Tensor) -> torch.Tensor:
+        """``-mean D(fake)``, ``fake`` ``[B, T, 1, H, W]`` with gradient -> scalar."""
+        return -discriminator(fake).float().mean()
 
 
-def make_objective(name: str, **kwargs) -> GANObjective | WGANGPObjective:
-    """Objective by name: ``"gan"`` -> :class:`GANObjective`, ``"wgan_gp"`` -> :class:`WGANGPObjective(**kwargs)`."""
+OBJECTIVES = {"gan": GANObjective, "wgan_gp": WGANGPObjective, "hinge": HingeObjective}
+
+
+def make_objective(name: str, **kwargs) -> GANObjective | WGANGPObjective | HingeObjective:
+    """Objective by name: ``"gan"`` -> :class:`GANObjective`, ``"wgan_gp"`` -> :class:`WGANGPObjective(**kwargs)`,
+    ``"hinge"`` -> :class:`HingeObjective`."""
     if name not in OBJECTIVES:
         raise ValueError(f"make_objective: unknown objective {name!r}; choose one of {sorted(OBJECTIVES)}.")
     return OBJECTIVES[name](**kwargs)

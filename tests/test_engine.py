@@ -12,7 +12,7 @@ from monai.utils import set_determinism
 
 from monai_lstmagan.engines import AdversarialTrainer, SliceStackInferer, loss_values, prepare_sr_batch
 from monai_lstmagan.handlers import AtomicCheckpointSaver
-from monai_lstmagan.losses import GANObjective, HybridLoss, LossKeys, PerceptualLoss, WGANGPObjective
+from monai_lstmagan.losses import GANObjective, HingeObjective, HybridLoss, LossKeys, PerceptualLoss, WGANGPObjective
 from monai_lstmagan.networks import LSTMAGANGenerator, LSTMDiscriminator
 
 T, H = 4, 16  # slices per sequence, HR size
@@ -58,7 +58,9 @@ def changed(before: list[torch.Tensor], module: torch.nn.Module) -> bool:
     return any(not torch.equal(b, p) for b, p in zip(before, module.parameters()))
 
 
-@pytest.mark.parametrize("objective", [WGANGPObjective(), GANObjective()], ids=["wgan_gp", "gan"])
+@pytest.mark.parametrize(
+    "objective", [WGANGPObjective(), GANObjective(), HingeObjective()], ids=["wgan_gp", "gan", "hinge"]
+)
 def test_one_iteration_updates_generator_and_discriminator(objective):
     trainer = make_trainer(make_batches(1), objective=objective, perceptual=True)
     g_before, d_before = params(trainer.network), params(trainer.d_network)
@@ -66,7 +68,8 @@ def test_one_iteration_updates_generator_and_discriminator(objective):
     assert trainer.state.iteration == 1
     assert changed(g_before, trainer.network) and changed(d_before, trainer.d_network)
     values = loss_values(trainer.state.output)
-    wgan_only = set() if isinstance(objective, WGANGPObjective) else {"d_accuracy_midpoint"}  # critic values only
+    critic_values = isinstance(objective, (WGANGPObjective, HingeObjective))
+    wgan_only = set() if critic_values else {"d_accuracy_midpoint"}  # critic values only
     configured_only = {LossKeys.ADVERSARIAL_FEATURE}  # only with a feature_loss_function (MedSRGAN)
     assert set(LossKeys) - wgan_only - configured_only <= set(values)
     assert LossKeys.ADVERSARIAL_FEATURE not in values

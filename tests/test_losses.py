@@ -9,6 +9,7 @@ from torch import nn
 
 from monai_lstmagan.losses import (
     GANObjective,
+    HingeObjective,
     HybridLoss,
     PerceptualLoss,
     WGANGPObjective,
@@ -140,6 +141,28 @@ def test_wgan_gp_objective_losses_and_guards():
         objective.discriminator_loss(ConvDiscriminator(channels=(4,), fc_features=4, norm="batch"), real, fake)
     with pytest.raises(ValueError, match="sigmoid=False"):
         objective.discriminator_loss(LSTMDiscriminator(sigmoid=True, **TINY_LSTM_D), real, fake)
+
+
+def test_hinge_objective_margins_accuracy_and_generator_loss():
+    """The critic loss counts only scores inside the margin (real below +1, fake above -1)."""
+    real, fake = torch.rand(SHAPE), torch.rand(SHAPE)
+    critic = FixedScores()  # scores 4 * (mean - 0.5): some inside the margin, some beyond
+    objective = make_objective("hinge")
+    assert isinstance(objective, HingeObjective) and objective.state_dict() == {}
+    out = objective.discriminator_loss(critic, real, fake)
+    d_real, d_fake = critic(real), critic(fake)
+    expected = (1 - d_real).clamp(min=0).mean() + (1 + d_fake).clamp(min=0).mean()
+    torch.testing.assert_close(out["loss"], expected)
+    torch.testing.assert_close(out["accuracy"], (d_real > d_fake).float().mean())
+    beyond = objective.discriminator_loss(critic, torch.ones(SHAPE), torch.zeros(SHAPE))  # scores +2 and -2
+    assert beyond["loss"].item() == 0.0 and beyond["accuracy"].item() == 1.0 and beyond["accuracy_midpoint"] == 1.0
+    fake_g = fake.clone().requires_grad_(True)
+    g_loss = objective.generator_loss(critic, fake_g)
+    torch.testing.assert_close(g_loss, -critic(fake).mean())
+    g_loss.backward()
+    assert fake_g.grad is not None and fake_g.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sigmoid=False"):
+        objective.discriminator_loss(FixedScores(sigmoid=True), real, fake)
 
 
 class FixedScores(nn.Module):

@@ -266,6 +266,8 @@ def test_ablation_overlays_set_the_papers_models_directly():
 
     from monai.bundle import ConfigParser
 
+    from monai_lstmagan.losses import HingeObjective
+
     configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bundle", "configs")
     expected = {
         "ablation_model1.yaml": (False, "conv", "wgan_gp"), "ablation_model2.yaml": (False, "lstm", "wgan_gp"),
@@ -279,6 +281,12 @@ def test_ablation_overlays_set_the_papers_models_directly():
         assert parser.get_parsed_content("critic") == critic and parser.get_parsed_content("objective") == objective
     assert isinstance(build_discriminator("lstm", **TINY_LSTM_D), LSTMDiscriminator)
     assert isinstance(build_discriminator("conv", num_slices=4, **TINY_CONV_D), ConvDiscriminator)
+    parser = ConfigParser()  # the hinge objective with a spectrally normalised critic, wired by train.yaml
+    parser.read_config(os.path.join(configs, "train.yaml"))
+    parser.update({"objective": "hinge", "critic_spectral_norm": True, "device": "$torch.device('cpu')"})
+    assert isinstance(parser.get_parsed_content("adversarial_objective"), HingeObjective)
+    critic_layers = [m for m in parser.get_parsed_content("discriminator").modules() if isinstance(m, nn.Linear)]
+    assert critic_layers and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in critic_layers)
     with pytest.raises(ValueError, match="transformer"):
         build_discriminator("transformer")
 
@@ -411,3 +419,24 @@ def test_high_pass_critic_judges_only_the_detail_above_the_lr_nyquist():
     assert torch.isfinite(gradient_penalty(critic, noisy, torch.rand_like(noisy)))
     with pytest.raises(ValueError, match="integer >= 2"):
         HighPassCritic(critic.critic, 1)
+
+
+@pytest.mark.parametrize("kind, kwargs", [("lstm", TINY_LSTM_D), ("conv", TINY_CONV_D)])
+def test_spectral_norm_bounds_every_conv_and_linear_weight_of_the_critic(kind, kwargs):
+    """``spectral_norm=True``: after a few power iterations each conv/linear weight has largest singular value 1
+    (a plain critic's are not), and the critic still scores ``[B, T, 1, H, W]`` -> ``[B]`` behind the high-pass."""
+    torch.manual_seed(0)
+    critic = build_discriminator(kind, high_pass_scale=2, spectral_norm=True, **kwargs)
+    x = torch.rand(2, 4, 1, 16, 16)
+    for _ in range(30):  # training-mode forward passes run the power iteration
+        scores = critic(x)
+    assert scores.shape == (2,)
+    critic.eval()
+    layers = [m for m in critic.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert layers and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in layers)
+    sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item() for m in layers]
+    assert max(abs(s - 1) for s in sigmas) < 0.05, sigmas
+    plain = build_discriminator(kind, **kwargs)
+    plain_sigmas = [torch.linalg.matrix_norm(m.weight.flatten(1), ord=2).item()
+                    for m in plain.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]  # fmt: skip
+    assert max(abs(s - 1) for s in plain_sigmas) > 0.1

@@ -277,14 +277,24 @@ class HighPassCritic(nn.Module):
 CRITICS = ("lstm", "conv")
 
 
-def build_discriminator(kind: str, num_slices: int = 16, high_pass_scale: int | None = None, **kwargs) -> nn.Module:
+def build_discriminator(
+    kind: str, num_slices: int = 16, high_pass_scale: int | None = None, spectral_norm: bool = False, **kwargs
+) -> nn.Module:
     """Discriminator by name: ``"lstm"`` -> :class:`LSTMDiscriminator(num_slices, **kwargs)`,
     ``"conv"`` -> :class:`ConvDiscriminator(**kwargs)` (``num_slices`` is not needed by the per-slice conv);
-    with ``high_pass_scale = s`` wrapped in :class:`HighPassCritic(critic, s)` (it judges the detail only)."""
+    with ``high_pass_scale = s`` wrapped in :class:`HighPassCritic(critic, s)` (it judges the detail only).
+
+    ``spectral_norm=True`` (Miyato et al. 2018, with :class:`~monai_lstmagan.losses.HingeObjective`): every
+    ``Conv2d`` and ``Linear`` weight is divided by its largest singular value (one power iteration per forward
+    pass), which bounds their Lipschitz constants by 1; the LSTM's recurrent weights are left as they are."""
     if kind == "lstm":
         critic: nn.Module = LSTMDiscriminator(num_slices=num_slices, **kwargs)
     elif kind == "conv":
         critic = ConvDiscriminator(**kwargs)
     else:
         raise ValueError(f"build_discriminator: kind must be one of {CRITICS}, got {kind!r}.")
+    if spectral_norm:
+        for module in list(critic.modules()):
+            if isinstance(module, (nn.Conv2d, nn.Linear)):
+                nn.utils.parametrizations.spectral_norm(module)
     return critic if high_pass_scale is None else HighPassCritic(critic, high_pass_scale)
