@@ -72,3 +72,17 @@ def test_critic_statistics_average_the_last_critic_steps_and_join_the_table(tmp_
     argv = ["--runs", f"gan={evaluated}", "--out", str(tmp_path / "p.png"), "--table", str(table)]
     assert main(argv + ["--critics", f"gan={a}", "--critic-last", "2"]) == 0
     assert "| gan | 1 | 4 | 3.000 | 0.750 |" in table.read_text() and "| ct | gan | 1 | 33.000 |" in table.read_text()
+
+
+def test_plane_with_many_labels_gets_a_legend_panel(tmp_path):
+    """More labels than fit inside a panel: the legend has a panel of its own, so the figure is one panel wider."""
+    from PIL import Image
+
+    from monai_lstmagan.evaluation.plane import LEGEND_INSIDE, plot_plane
+
+    few = [{"label": f"m{i}", "volume": "ct", "psnr": 30.0 + i, "spectral_high": 0.1 * i} for i in range(3)]
+    many = [
+        {"label": f"m{i}", "volume": "ct", "psnr": 30.0 + i, "spectral_high": 0.1 * i} for i in range(LEGEND_INSIDE + 4)
+    ]
+    widths = [Image.open(plot_plane(p, str(tmp_path / f"{len(p)}.png"))).size[0] for p in (few, many)]
+    assert widths[1] > 1.8 * widths[0]

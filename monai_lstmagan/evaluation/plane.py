@@ -46,6 +46,8 @@ __all__ = [
 
 #: the metrics.csv columns each point carries (foreground region).
 PLANE_COLUMNS = ("psnr", "ssim", "spectral_high", "spectral_error_high")
+#: up to this many labels the legend sits inside the last panel.
+LEGEND_INSIDE = 6
 
 
 def read_points(runs: Sequence[tuple[str, str, str]]) -> list[dict]:
@@ -143,23 +145,34 @@ def critic_table(stats: Sequence[dict], last: int) -> str:
 
 
 def plot_plane(points: Sequence[dict], path: str) -> str:
-    """One panel per test volume: ``spectral_high`` (x) against fg PSNR (y), a marker per point, HR's ratio 1 dashed."""
+    """One panel per test volume: ``spectral_high`` (x) against fg PSNR (y), a marker per point, HR's ratio 1 dashed;
+    with more than :data:`LEGEND_INSIDE` labels the legend gets a panel of its own."""
     volumes = list(OrderedDict.fromkeys(p["volume"] for p in points))
     labels = list(OrderedDict.fromkeys(p["label"] for p in points))
-    colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
-    fig, axes = plt.subplots(1, len(volumes), figsize=(4.6 * len(volumes), 3.8), squeeze=False)
+    palette = plt.get_cmap("tab10" if len(labels) <= 10 else "tab20")
+    colours = {label: palette(i % palette.N) for i, label in enumerate(labels)}
+    markers = ("o", "s", "^", "D", "v")
+    legend_panel = len(labels) > LEGEND_INSIDE
+    panels = len(volumes) + legend_panel
+    fig, axes = plt.subplots(1, panels, figsize=(4.6 * panels, 3.8 + 0.12 * legend_panel * len(labels)), squeeze=False)
+    handles: OrderedDict[str, object] = OrderedDict()
     for ax, volume in zip(axes[0], volumes):
-        for label in labels:
+        for i, label in enumerate(labels):
             mine = [p for p in points if p["volume"] == volume and p["label"] == label]
             if mine:
-                ax.scatter([p["spectral_high"] for p in mine], [p["psnr"] for p in mine], color=colours[label],
-                           marker="x" if label == "bicubic" else "o", label=label)  # fmt: skip
+                handles[label] = ax.scatter([p["spectral_high"] for p in mine], [p["psnr"] for p in mine],
+                                            color=colours[label], label=label,
+                                            marker="x" if label == "bicubic" else markers[i % len(markers)])  # fmt: skip
         ax.axvline(1.0, color="grey", linestyle="--", linewidth=0.8)
         ax.set_title(volume)
         ax.set_xlabel("SR / HR energy above the LR Nyquist")
         ax.set_ylabel("foreground PSNR [dB]")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+    if legend_panel:
+        axes[0][-1].axis("off")
+        axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7, loc="center left")
+    else:
+        axes[0][-1].legend(fontsize=7, loc="best")
     save_figure(fig, path)
     return path
 
