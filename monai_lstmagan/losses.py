@@ -96,8 +96,8 @@ class PerceptualLoss(nn.Module):
 
 
 def _check_discriminator(discriminator: nn.Module, objective: str, allow_batch_norm: bool = True) -> None:
-    if getattr(discriminator, "sigmoid", False) and objective == "WGANGPObjective":
-        raise ValueError("WGANGPObjective needs raw critic values: build the discriminator with sigmoid=False.")
+    if getattr(discriminator, "sigmoid", False) and objective in ("WGANGPObjective", "HingeObjective"):
+        raise ValueError(f"{objective} needs raw critic values: build the discriminator with sigmoid=False.")
     if not allow_batch_norm and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in discriminator.modules()):
         raise ValueError(
             "WGANGPObjective: the critic contains BatchNorm, which makes a sample's score depend on the batch "
@@ -275,7 +275,7 @@ class HingeObjective:
         self, discriminator: nn.Module, real: torch.Tensor, fake: torch.Tensor
     ) -> dict[str, torch.Tensor]:
         """Args: real, fake ``[B, T, 1, H, W]`` (fake detached by the caller). Returns loss and diagnostics."""
-        _check_discriminator(discriminator, "WGANGPObjective")  # raw scores: no sigmoid
+        _check_discriminator(discriminator, type(self).__name__)
         d_real, d_fake = discriminator(real).float(), discriminator(fake).float()
         loss = F.relu(1.0 - d_real).mean() + F.relu(1.0 + d_fake).mean()
         with torch.no_grad():

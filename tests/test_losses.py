@@ -113,6 +113,15 @@ def test_gradient_penalty_lstm_critic_on_cuda_with_amp():
     assert losses["gradient_penalty"].dtype == torch.float32
 
 
+def _assert_generator_loss_is_minus_the_mean_score(objective, critic: nn.Module, fake: torch.Tensor) -> None:
+    """``generator_loss = -mean critic(fake)``, and it sends a gradient to ``fake``."""
+    fake_g = fake.clone().requires_grad_(True)
+    g_loss = objective.generator_loss(critic, fake_g)
+    torch.testing.assert_close(g_loss, -critic(fake).mean())
+    g_loss.backward()
+    assert fake_g.grad is not None and fake_g.grad.abs().sum() > 0
+
+
 def test_wgan_gp_objective_losses_and_guards():
     real, fake = torch.rand(SHAPE), torch.rand(SHAPE)
     critic = LinearCritic(_unit_weight())  # penalty 0, so the loss is the Wasserstein estimate alone
@@ -131,11 +140,7 @@ def test_wgan_gp_objective_losses_and_guards():
     torch.testing.assert_close(out["gradient_penalty"], torch.tensor(4.0), rtol=1e-5, atol=1e-5)
     expected = (steep(fake).mean() - steep(real).mean() + 40.0).detach()
     torch.testing.assert_close(out["loss"], expected, rtol=1e-5, atol=1e-4)
-    fake_g = fake.clone().requires_grad_(True)
-    g_loss = objective.generator_loss(critic, fake_g)
-    torch.testing.assert_close(g_loss, -critic(fake).mean())
-    g_loss.backward()
-    assert fake_g.grad is not None and fake_g.grad.abs().sum() > 0
+    _assert_generator_loss_is_minus_the_mean_score(objective, critic, fake)
 
     with pytest.raises(ValueError, match="BatchNorm"):
         objective.discriminator_loss(ConvDiscriminator(channels=(4,), fc_features=4, norm="batch"), real, fake)
@@ -156,12 +161,8 @@ def test_hinge_objective_margins_accuracy_and_generator_loss():
     torch.testing.assert_close(out["accuracy"], (d_real > d_fake).float().mean())
     beyond = objective.discriminator_loss(critic, torch.ones(SHAPE), torch.zeros(SHAPE))  # scores +2 and -2
     assert beyond["loss"].item() == 0.0 and beyond["accuracy"].item() == 1.0 and beyond["accuracy_midpoint"] == 1.0
-    fake_g = fake.clone().requires_grad_(True)
-    g_loss = objective.generator_loss(critic, fake_g)
-    torch.testing.assert_close(g_loss, -critic(fake).mean())
-    g_loss.backward()
-    assert fake_g.grad is not None and fake_g.grad.abs().sum() > 0
-    with pytest.raises(ValueError, match="sigmoid=False"):
+    _assert_generator_loss_is_minus_the_mean_score(objective, critic, fake)
+    with pytest.raises(ValueError, match="HingeObjective needs raw critic values"):
         objective.discriminator_loss(FixedScores(sigmoid=True), real, fake)
 
 
