@@ -283,7 +283,7 @@ def test_ablation_overlays_set_the_papers_models_directly():
     assert isinstance(build_discriminator("conv", num_slices=4, **TINY_CONV_D), ConvDiscriminator)
     parser = ConfigParser()  # the hinge objective with a spectrally normalised critic, wired by train.yaml
     parser.read_config(os.path.join(configs, "train.yaml"))
-    parser.update({"objective": "hinge", "critic_spectral_norm": True, "device": "$torch.device('cpu')"})
+    parser.update({"objective": "hinge", "lstm_critic_kwargs#spectral_norm": True, "device": "$torch.device('cpu')"})
     assert isinstance(parser.get_parsed_content("adversarial_objective"), HingeObjective)
     critic_layers = [m for m in parser.get_parsed_content("discriminator").modules() if isinstance(m, nn.Linear)]
     assert critic_layers and all(nn.utils.parametrize.is_parametrized(m, "weight") for m in critic_layers)
@@ -423,7 +423,8 @@ def test_high_pass_critic_judges_only_the_detail_above_the_lr_nyquist():
 
 @pytest.mark.parametrize("kind, kwargs", [("lstm", TINY_LSTM_D), ("conv", TINY_CONV_D)])
 def test_spectral_norm_bounds_every_conv_and_linear_weight_of_the_critic(kind, kwargs):
-    """``spectral_norm=True``: after a few power iterations each conv/linear weight has largest singular value 1
+    """``spectral_norm=True`` (a critic argument): after a few power iterations each conv/linear weight has largest
+    singular value 1
     (a plain critic's are not), and the critic still scores ``[B, T, 1, H, W]`` -> ``[B]`` behind the high-pass."""
     torch.manual_seed(0)
     critic = build_discriminator(kind, high_pass_scale=2, spectral_norm=True, **kwargs)

@@ -9,7 +9,15 @@ from torch import nn
 
 from monai_lstmagan.transforms.ops import bicubic_downsample, bicubic_upsample
 
-__all__ = ["LSTMDiscriminator", "ConvDiscriminator", "HighPassCritic", "NORMS", "CRITICS", "build_discriminator"]
+__all__ = [
+    "LSTMDiscriminator",
+    "ConvDiscriminator",
+    "HighPassCritic",
+    "NORMS",
+    "CRITICS",
+    "build_discriminator",
+    "spectrally_normalise",
+]
 
 NORMS = ("none", "instance", "layer", "batch")
 
@@ -71,6 +79,8 @@ class LSTMDiscriminator(nn.Module):
         sigmoid: return ``sigmoid(score)`` (a probability, plain GAN only). Default ``False`` returns the
             raw score: the logit for :class:`~monai_lstmagan.losses.GANObjective` (which then applies the
             sigmoid inside BCE-with-logits) and the critic value for WGAN-GP.
+        spectral_norm: spectrally normalise the encoder's convs and the score layer (:func:`spectrally_normalise`;
+            for :class:`~monai_lstmagan.losses.HingeObjective`); the LSTM's weights are not normalised.
 
     Shapes:
         ``[B, T, 1, H, W] -> [B]``.
@@ -84,6 +94,7 @@ class LSTMDiscriminator(nn.Module):
         variant: str = "encoder",
         image_size: int | Sequence[int] | None = None,
         sigmoid: bool = False,
+        spectral_norm: bool = False,
     ) -> None:
         super().__init__()
         if num_slices < 1:
@@ -117,6 +128,8 @@ class LSTMDiscriminator(nn.Module):
         self.lstm = nn.LSTM(input_size, hidden_size, batch_first=True)
         self.score = nn.Linear(hidden_size, 1)
         _init_leaky_convs(self.encoder)
+        if spectral_norm:
+            spectrally_normalise(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_sequence(x, "LSTMDiscriminator")
@@ -135,6 +148,15 @@ class LSTMDiscriminator(nn.Module):
             hidden, _ = self.lstm(features.reshape(batch, steps, -1))  # [B, T, hidden]
         scores = self.score(hidden.reshape(batch, steps, -1)).mean(dim=(1, 2))
         return torch.sigmoid(scores) if self.sigmoid else scores
+
+
+def spectrally_normalise(module: nn.Module) -> None:
+    """Divide every ``Conv2d`` and ``Linear`` weight in ``module`` by its largest singular value
+    (``torch.nn.utils.parametrizations.spectral_norm``, one power iteration per training forward, Miyato et al.
+    2018), so each of those layers is 1-Lipschitz. An ``nn.LSTM``'s recurrent weights are left as they are."""
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            nn.utils.parametrizations.spectral_norm(layer)
 
 
 class ConvDiscriminator(nn.Module):
@@ -204,9 +226,7 @@ class ConvDiscriminator(nn.Module):
         self.net = nn.Sequential(*layers)
         _init_leaky_convs(self.net)
         if spectral_norm:
-            for module in self.net:
-                if isinstance(module, (nn.Conv2d, nn.Linear)):
-                    nn.utils.parametrizations.spectral_norm(module)
+            spectrally_normalise(self.net)
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The activations at the end of every stride-2 stage, slices folded: ``[B, T, 1, H, W]`` -> a list of
@@ -277,24 +297,14 @@ class HighPassCritic(nn.Module):
 CRITICS = ("lstm", "conv")
 
 
-def build_discriminator(
-    kind: str, num_slices: int = 16, high_pass_scale: int | None = None, spectral_norm: bool = False, **kwargs
-) -> nn.Module:
+def build_discriminator(kind: str, num_slices: int = 16, high_pass_scale: int | None = None, **kwargs) -> nn.Module:
     """Discriminator by name: ``"lstm"`` -> :class:`LSTMDiscriminator(num_slices, **kwargs)`,
     ``"conv"`` -> :class:`ConvDiscriminator(**kwargs)` (``num_slices`` is not needed by the per-slice conv);
-    with ``high_pass_scale = s`` wrapped in :class:`HighPassCritic(critic, s)` (it judges the detail only).
-
-    ``spectral_norm=True`` (Miyato et al. 2018, with :class:`~monai_lstmagan.losses.HingeObjective`): every
-    ``Conv2d`` and ``Linear`` weight is divided by its largest singular value (one power iteration per forward
-    pass), which bounds their Lipschitz constants by 1; the LSTM's recurrent weights are left as they are."""
+    with ``high_pass_scale = s`` wrapped in :class:`HighPassCritic(critic, s)` (it judges the detail only)."""
     if kind == "lstm":
         critic: nn.Module = LSTMDiscriminator(num_slices=num_slices, **kwargs)
     elif kind == "conv":
         critic = ConvDiscriminator(**kwargs)
     else:
         raise ValueError(f"build_discriminator: kind must be one of {CRITICS}, got {kind!r}.")
-    if spectral_norm:
-        for module in list(critic.modules()):
-            if isinstance(module, (nn.Conv2d, nn.Linear)):
-                nn.utils.parametrizations.spectral_norm(module)
     return critic if high_pass_scale is None else HighPassCritic(critic, high_pass_scale)
