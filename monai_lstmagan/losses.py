@@ -262,8 +262,8 @@ class WGANGPObjective:
 
 
 class HingeObjective:
-    """Hinge GAN objective (Lim & Ye 2017; SAGAN, BigGAN), usually with a spectrally normalised critic
-    (``build_discriminator(..., spectral_norm=True)``) in place of a gradient penalty.
+    """Hinge GAN objective (Lim & Ye 2017; SAGAN, BigGAN), usually with a spectrally normalised critic (the critics'
+    ``spectral_norm=True``, e.g. ``--lstm_critic_kwargs#spectral_norm True``) in place of a gradient penalty.
 
     ``discriminator_loss``: ``mean relu(1 - D(real)) + mean relu(1 + D(fake))``: the critic stops pushing a sample
     once it is beyond the margin, so its scores stay bounded without a penalty. ``accuracy`` is paired as in
